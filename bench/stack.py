@@ -1,0 +1,166 @@
+"""Start the whole assistant (Rasa, action server, web chat) on free ports, for tests and benchmarks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+MODEL = ROOT / "models" / "coproduction.tar.gz"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """The running processes and the addresses they answer on."""
+
+    rasa_url: str
+    action_url: str
+    web_url: str
+    data_dir: Path
+    processes: Dict[str, subprocess.Popen] = field(default_factory=dict)
+    ready_seconds: float = 0.0
+
+    def rss_mib(self) -> Dict[str, float]:
+        """Resident memory of each process (and its children), in MiB."""
+        return {name: _tree_rss_kib(proc.pid) / 1024 for name, proc in self.processes.items()}
+
+
+def _tree_rss_kib(pid: int) -> int:
+    """Sum VmRSS of a process and its descendants, read from /proc."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pids.extend(int(c) for c in children)
+    return total
+
+
+def _wait_http(url: str, deadline: float) -> None:
+    """Poll url until it answers 2xx or the deadline passes."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status < 300:
+                    return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in time")
+
+
+def _write_endpoints(data_dir: Path, action_port: int) -> Path:
+    """An endpoints file pointing at this stack's action server and SQLite tracker store."""
+    path = data_dir / "endpoints.yml"
+    path.write_text(
+        f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n'
+        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {data_dir / 'rasa_tracker.db'}\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def running_stack(
+    data_dir: Optional[Path] = None, timeout: float = 180.0, with_web: bool = True
+) -> Iterator[Stack]:
+    """Start Rasa, the action server and (optionally) the web chat; stop them all on exit."""
+    if not MODEL.exists():
+        raise FileNotFoundError(f"{MODEL} is missing: run scripts/train.sh first")
+    owned_tmp = None
+    if data_dir is None:
+        owned_tmp = tempfile.TemporaryDirectory(prefix="coprod-stack-")
+        data_dir = Path(owned_tmp.name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rasa_port, action_port, web_port = free_port(), free_port(), free_port()
+    endpoints = _write_endpoints(data_dir, action_port)
+    env = dict(os.environ, SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONPATH=str(ROOT))
+    logs: List = []
+    commands = {
+        "rasa": [str(VENV_BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints", str(endpoints),
+                 "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1",
+                 "--port", str(rasa_port)],
+        "actions": [str(VENV_BIN / "rasa"), "run", "actions", "--actions", "actions",
+                    "--port", str(action_port)],
+    }
+    extra_env = {"actions": {"SANIC_HOST": "127.0.0.1"}, "rasa": {}, "web": {
+        "DATA_DIR": str(data_dir), "WEB_PORT": str(web_port), "WEB_HOST": "127.0.0.1",
+        "RASA_URL": f"http://127.0.0.1:{rasa_port}",
+        "DATABASE_URL": f"sqlite:///{data_dir / 'app.db'}",
+    }}
+    if with_web:
+        commands["web"] = [str(VENV_BIN / "python"), "-m", "bot.web"]
+    stack = Stack(
+        rasa_url=f"http://127.0.0.1:{rasa_port}",
+        action_url=f"http://127.0.0.1:{action_port}",
+        web_url=f"http://127.0.0.1:{web_port}",
+        data_dir=data_dir,
+    )
+    started = time.monotonic()
+    try:
+        for name, cmd in commands.items():
+            log = open(data_dir / f"{name}.log", "wb")
+            logs.append(log)
+            stack.processes[name] = subprocess.Popen(
+                cmd, cwd=ROOT, env={**env, **extra_env[name]}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = started + timeout
+        _wait_http(f"{stack.action_url}/health", deadline)
+        _wait_http(f"{stack.rasa_url}/", deadline)
+        _wait_model_loaded(stack.rasa_url, deadline)
+        if with_web:
+            _wait_http(f"{stack.web_url}/healthz", deadline)
+        stack.ready_seconds = time.monotonic() - started
+        yield stack
+    finally:
+        for proc in stack.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        for proc in stack.processes.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+        for log in logs:
+            log.close()
+        if owned_tmp is not None:
+            owned_tmp.cleanup()
+
+
+def _wait_model_loaded(rasa_url: str, deadline: float) -> None:
+    """Rasa answers / before the model is loaded: send a message until a reply comes back."""
+    import json
+
+    body = json.dumps({"sender": "readiness-probe", "message": "hello"}).encode()
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            req = urllib.request.Request(
+                f"{rasa_url}/webhooks/rest/webhook", data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200 and json.loads(resp.read() or b"[]"):
+                    return
+        time.sleep(0.3)
+    raise TimeoutError("Rasa did not load its model in time")
