@@ -1,7 +1,7 @@
 # The two commands from README.md: `make run` and `make test`.
-.PHONY: run test setup train lock bench
+.PHONY: run test setup train migrate lock bench
 
-run: setup train
+run: setup train migrate
 	.venv/bin/honcho start -f Procfile
 
 test:
@@ -13,8 +13,11 @@ setup:
 train: setup
 	scripts/train.sh
 
+migrate: setup
+	.venv/bin/alembic upgrade head
+
 lock:
 	scripts/lock.sh
 
-bench: setup train
+bench: setup train migrate
 	scripts/bench.sh

@@ -102,11 +102,13 @@ def running_stack(
         "actions": [str(VENV_BIN / "rasa"), "run", "actions", "--actions", "actions",
                     "--port", str(action_port)],
     }
+    database_url = f"sqlite:///{data_dir / 'app.db'}"
+    env.update(DATA_DIR=str(data_dir), DATABASE_URL=database_url)
     extra_env = {"actions": {"SANIC_HOST": "127.0.0.1"}, "rasa": {}, "web": {
-        "DATA_DIR": str(data_dir), "WEB_PORT": str(web_port), "WEB_HOST": "127.0.0.1",
-        "RASA_URL": f"http://127.0.0.1:{rasa_port}",
-        "DATABASE_URL": f"sqlite:///{data_dir / 'app.db'}",
+        "WEB_PORT": str(web_port), "WEB_HOST": "127.0.0.1", "RASA_URL": f"http://127.0.0.1:{rasa_port}",
     }}
+    subprocess.run([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
     if with_web:
         commands["web"] = [str(VENV_BIN / "python"), "-m", "bot.web"]
     stack = Stack(

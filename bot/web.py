@@ -1,0 +1,331 @@
+"""The web chat: serves the chat page and relays its messages to Rasa (run with `python -m bot.web`)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import unicodedata
+from datetime import timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import aiohttp
+import yaml
+from aiohttp import web
+from sqlalchemy import text as sql_text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.db import make_engine, make_session_factory, migrate
+from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
+from bot.repository import ChatRepository
+from bot.settings import ROOT, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = ROOT / "web"
+INTERFACE_FILE = ROOT / "knowledge" / "interface.yml"
+CHANNEL = "web"
+SENDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+HISTORY_DEFAULT = 200
+HISTORY_MAX = 1000
+# Generous enough for a 100,000-character message of \u-escaped emoji; larger bodies get a 413.
+CLIENT_MAX_SIZE = 4 * 1024 * 1024
+REQUIRED_REPLIES = ("empty_message", "too_long", "trouble", "no_reply")
+
+SETTINGS = web.AppKey("settings", Settings)
+INTERFACE = web.AppKey("interface", dict)
+REPOSITORY = web.AppKey("repository", ChatRepository)
+ENGINE = web.AppKey("engine", Engine)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def load_interface(path: Path = INTERFACE_FILE) -> Dict[str, Any]:
+    """Read the chat's own wording from knowledge/interface.yml, checking every reply is there."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    replies = data.get("replies") or {}
+    missing = [key for key in REQUIRED_REPLIES if not isinstance(replies.get(key), str)]
+    if missing:
+        raise ValueError(f"{path} lacks replies: {', '.join(missing)}")
+    data.setdefault("page", {})
+    return data
+
+
+def clean_text(value: str) -> str:
+    """Normalise line breaks, drop control characters (keeping newlines and tabs) and trim."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    kept = [ch for ch in value if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")]
+    return "".join(kept).strip()
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error body with the given HTTP status."""
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _reply(text: str, buttons: Optional[List[Dict[str, str]]] = None) -> Dict[str, Any]:
+    """One companion message as the page receives it."""
+    return {"text": text, "buttons": buttons or []}
+
+
+def _rejected(app: web.Application, reason: str, status: int = 200) -> web.Response:
+    """A friendly reply to a message that was not passed on (nothing stored)."""
+    wording = app[INTERFACE]["replies"]
+    key = {"empty": "empty_message", "too_long": "too_long"}[reason]
+    return web.json_response(
+        {"accepted": False, "reason": reason, "messages": [_reply(wording[key])]}, status=status
+    )
+
+
+def _message_json(message: ChatMessage) -> Dict[str, Any]:
+    """A stored message as GET /api/history returns it."""
+    created = message.created_at
+    if created is not None and created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)  # SQLite drops the zone; we store UTC
+    return {
+        "direction": message.direction,
+        "text": message.text,
+        "buttons": message.buttons or [],
+        "created_at": created.isoformat() if created else None,
+    }
+
+
+def _rasa_messages(data: Any) -> List[Dict[str, Any]]:
+    """Keep the text and well-formed buttons of Rasa's REST reply; skip anything else."""
+    messages = []
+    for item in data if isinstance(data, list) else []:
+        if not isinstance(item, dict):
+            continue
+        text = item.get("text") if isinstance(item.get("text"), str) else ""
+        buttons = []
+        for button in item.get("buttons") or []:
+            if not isinstance(button, dict):
+                continue
+            title, payload = button.get("title"), button.get("payload")
+            if isinstance(title, str) and isinstance(payload, str) and title.strip() and payload.strip():
+                buttons.append({"title": title, "payload": payload})
+        if text.strip() or buttons:
+            messages.append(_reply(text.strip(), buttons))
+    return messages
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The request body as JSON, or an HTTP error response to return instead."""
+    if request.content_type != "application/json":
+        return _error(400, "Send JSON with Content-Type: application/json.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _rejected(request.app, "too_long", status=413)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return _error(400, "The request body is not valid JSON.")
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """POST /api/messages: store the champion's message, ask Rasa, store and return its replies."""
+    app = request.app
+    settings = app[SETTINGS]
+    body = await _read_json(request)
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict):
+        return _error(400, "The JSON body must be an object.")
+    sender_id = body.get("sender_id")
+    if not isinstance(sender_id, str) or not SENDER_ID.fullmatch(sender_id):
+        return _error(400, "sender_id must be 1-64 letters, digits, '-' or '_'.")
+
+    if body.get("payload") is not None:
+        payload, title = body.get("payload"), body.get("title")
+        if not isinstance(payload, str) or not isinstance(title, (str, type(None))):
+            return _error(400, "payload and title must be strings.")
+        to_rasa = clean_text(payload)
+        shown = clean_text(title or "") or to_rasa
+        stored_payload: Optional[str] = to_rasa
+    else:
+        text = body.get("text")
+        if not isinstance(text, str):
+            return _error(400, "Send either text, or payload and title, as strings.")
+        to_rasa = shown = clean_text(text)
+        stored_payload = None
+    if not to_rasa:
+        return _rejected(app, "empty")
+    if max(len(to_rasa), len(shown)) > settings.max_message_chars:
+        return _rejected(app, "too_long")
+
+    repository = app[REPOSITORY]
+    wording = app[INTERFACE]["replies"]
+    try:
+        champion = await asyncio.to_thread(repository.get_or_create_champion, CHANNEL, sender_id)
+        await asyncio.to_thread(
+            repository.add_message, champion, DIRECTION_IN, shown, None, stored_payload
+        )
+    except SQLAlchemyError:
+        log.exception("could not store an incoming web message")
+        return web.json_response(
+            {"accepted": False, "reason": "unavailable", "messages": [_reply(wording["trouble"])]},
+            status=503,
+        )
+
+    reason = None
+    try:
+        async with app[HTTP].post(
+            f"{settings.rasa_url}/webhooks/rest/webhook",
+            json={"sender": f"{CHANNEL}-{sender_id}", "message": to_rasa},
+        ) as response:
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status, message="Rasa error"
+                )
+            messages = _rasa_messages(await response.json(content_type=None))
+        if not messages:
+            messages = [_reply(wording["no_reply"])]
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        log.warning("Rasa did not answer (%s): %s", type(exc).__name__, exc)
+        messages, reason = [_reply(wording["trouble"])], "rasa_unavailable"
+
+    try:
+        for message in messages:
+            await asyncio.to_thread(
+                repository.add_message, champion, DIRECTION_OUT, message["text"], message["buttons"]
+            )
+    except SQLAlchemyError:
+        log.exception("could not store the companion's reply")
+    result: Dict[str, Any] = {"accepted": True, "messages": messages}
+    if reason:
+        result["reason"] = reason
+    return web.json_response(result)
+
+
+async def get_history(request: web.Request) -> web.Response:
+    """GET /api/history?sender_id=...: the stored transcript, oldest first."""
+    sender_id = request.query.get("sender_id", "")
+    if not SENDER_ID.fullmatch(sender_id):
+        return _error(400, "sender_id must be 1-64 letters, digits, '-' or '_'.")
+    try:
+        limit = int(request.query.get("limit", HISTORY_DEFAULT))
+    except ValueError:
+        return _error(400, "limit must be a whole number.")
+    limit = max(1, min(limit, HISTORY_MAX))
+    repository = request.app[REPOSITORY]
+    try:
+        champion = await asyncio.to_thread(repository.find_champion, CHANNEL, sender_id)
+        rows = [] if champion is None else await asyncio.to_thread(repository.history, champion, limit)
+    except SQLAlchemyError:
+        log.exception("could not read a web transcript")
+        return _error(503, "The conversation could not be loaded just now.")
+    return web.json_response({"messages": [_message_json(row) for row in rows]})
+
+
+async def get_interface(request: web.Request) -> web.Response:
+    """GET /api/interface: the page's own wording and the message length limit."""
+    return web.json_response(
+        {
+            "page": request.app[INTERFACE]["page"],
+            "max_message_chars": request.app[SETTINGS].max_message_chars,
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: 200 while the app database answers."""
+
+    def ping() -> None:
+        with request.app[ENGINE].connect() as connection:
+            connection.execute(sql_text("SELECT 1"))
+
+    try:
+        await asyncio.to_thread(ping)
+    except SQLAlchemyError:
+        return web.json_response({"status": "error", "database": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def index(_request: web.Request) -> web.FileResponse:
+    """GET /: the chat page."""
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Give API callers a JSON body for every error, and never a bare traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception:  # noqa: BLE001 - last resort: log it, answer kindly
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        if not request.path.startswith("/api/"):
+            raise
+        trouble = request.app[INTERFACE]["replies"]["trouble"]
+        return web.json_response(
+            {"error": "Internal error.", "messages": [_reply(trouble)]}, status=500
+        )
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add a strict content security policy and friends to every response."""
+    response.headers.update(SECURITY_HEADERS)
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+    else:
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
+async def _resources(app: web.Application):
+    """Migrate the database, then open the engine and the Rasa HTTP session; close them on exit."""
+    settings = app[SETTINGS]
+    await asyncio.to_thread(migrate, settings.database_url)
+    engine = make_engine(settings.database_url)
+    app[ENGINE] = engine
+    app[REPOSITORY] = ChatRepository(make_session_factory(engine))
+    app[HTTP] = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.rasa_timeout_seconds)
+    )
+    try:
+        yield
+    finally:
+        await app[HTTP].close()
+        engine.dispose()
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The web chat application; the database is migrated when it starts."""
+    app = web.Application(middlewares=[json_errors], client_max_size=CLIENT_MAX_SIZE)
+    app[SETTINGS] = settings
+    app[INTERFACE] = load_interface()
+    app.cleanup_ctx.append(_resources)
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/interface", get_interface)
+    app.router.add_get("/api/history", get_history)
+    app.router.add_post("/api/messages", post_message)
+    app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+    return app
+
+
+def main() -> None:
+    """Run the web chat on WEB_HOST:WEB_PORT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    log.info("web chat on http://%s:%s (Rasa at %s)", settings.web_host, settings.web_port, settings.rasa_url)
+    web.run_app(build_app(settings), host=settings.web_host, port=settings.web_port, print=None)
+
+
+if __name__ == "__main__":
+    main()

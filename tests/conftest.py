@@ -1,0 +1,141 @@
+"""Shared pytest fixtures: a throwaway app database, a fake Rasa server and the real running stack."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import pytest_asyncio
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # so `bot`, `actions` and `bench` import however pytest is started
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+
+MODEL = ROOT / "models" / "coproduction.tar.gz"
+# How long the live stack may take to come up (Rasa loading a model on a busy 2-core machine).
+LIVE_STACK_TIMEOUT = float(os.environ.get("LIVE_STACK_TIMEOUT", "180"))
+# An address where nothing listens: "Rasa is down".
+UNREACHABLE_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def app_env(tmp_path: Path) -> Dict[str, str]:
+    """Environment for bot.settings pointing at a fresh DATA_DIR and SQLite database in tmp_path."""
+    data_dir = tmp_path / "data"
+    return {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": f"sqlite:///{data_dir / 'app.db'}",
+        "RASA_URL": UNREACHABLE_URL,
+        "RASA_TIMEOUT_SECONDS": "5",
+    }
+
+
+@pytest.fixture
+def app_settings(app_env: Dict[str, str]):
+    """Settings for a web chat with its own temporary SQLite database (Rasa unreachable)."""
+    from bot.settings import load_settings
+
+    return load_settings(app_env)
+
+
+@dataclass
+class FakeRasa:
+    """A stand-in for Rasa's REST channel that records requests and answers from a script."""
+
+    url: str = ""
+    requests: List[Dict[str, Any]] = field(default_factory=list)
+    # "ok": canned replies; "error": HTTP 500; "garbage": not JSON; "empty": [];
+    # "slow": answers after `delay` seconds; "odd": a mix of malformed items.
+    mode: str = "ok"
+    delay: float = 0.0
+
+    def replies(self, message: str) -> List[Dict[str, Any]]:
+        """What Rasa would send back for message in the normal mode."""
+        if message.startswith("/"):
+            return [{"recipient_id": "x", "text": f"You chose {message}"}]
+        return [
+            {"recipient_id": "x", "text": f"You said: {message}"},
+            {
+                "recipient_id": "x",
+                "text": "Anything else?",
+                "buttons": [
+                    {"title": "Tell me more", "payload": "/tell_me_more"},
+                    {"title": "The five steps", "payload": "/ask_five_steps"},
+                ],
+            },
+        ]
+
+
+@pytest_asyncio.fixture
+async def fake_rasa():
+    """A running FakeRasa on a free local port."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    fake = FakeRasa()
+
+    async def webhook(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        fake.requests.append(body)
+        if fake.mode == "error":
+            return web.Response(status=500, text="boom")
+        if fake.mode == "garbage":
+            return web.Response(status=200, text="<html>not json</html>", content_type="text/html")
+        if fake.mode == "empty":
+            return web.json_response([])
+        if fake.mode == "slow":
+            await asyncio.sleep(fake.delay)
+        if fake.mode == "odd":
+            return web.json_response(
+                [
+                    "not a dict",
+                    {"image": "https://example.invalid/x.png"},
+                    {"text": 42},
+                    {"text": "Kept", "buttons": ["junk", {"title": "No payload"}, {"title": "Ok", "payload": "/ok"}]},
+                ]
+            )
+        return web.json_response(fake.replies(body.get("message", "")))
+
+    app = web.Application()
+    app.router.add_post("/webhooks/rest/webhook", webhook)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield fake
+    finally:
+        await server.close()
+
+
+def _log_tails(data_dir: Path, lines: int = 30) -> str:
+    """The last lines of each process log of a live stack, for a failure message."""
+    parts = []
+    for log in sorted(data_dir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"--- {log.name}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory):
+    """Rasa, the action server and the web chat on free local ports (skipped without a trained model)."""
+    if not MODEL.exists():
+        pytest.skip(f"{MODEL.relative_to(ROOT)} is missing: train the model first (scripts/train.sh)")
+    from bench.stack import running_stack
+
+    data_dir = tmp_path_factory.mktemp("live-stack")
+    stack_cm = running_stack(data_dir=data_dir, timeout=LIVE_STACK_TIMEOUT)
+    try:
+        stack = stack_cm.__enter__()
+    except (TimeoutError, OSError) as exc:
+        pytest.fail(f"the live stack did not start: {exc}\n{_log_tails(data_dir)}")
+    try:
+        yield stack
+    finally:
+        stack_cm.__exit__(None, None, None)

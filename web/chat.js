@@ -1,0 +1,230 @@
+/* The co-production companion's chat page.
+ * Every piece of text is put on the page with textContent (never innerHTML),
+ * so anything a person or the assistant writes shows as plain text. */
+(function () {
+  "use strict";
+
+  var STORAGE_KEY = "coproduction-companion.sender-id";
+  // Used only until GET /api/interface answers (wording lives in knowledge/interface.yml).
+  var page = {
+    you: "You said:",
+    companion: "Companion said:",
+    choices_label: "Suggested replies",
+    offline: "Sorry, I can't connect just now. Please check your internet connection and try again.",
+    welcome: "",
+    welcome_buttons: []
+  };
+
+  var transcript = document.getElementById("transcript");
+  var typing = document.getElementById("typing-text");
+  var form = document.getElementById("composer");
+  var input = document.getElementById("message");
+  var busy = false;
+  var senderId = loadSenderId();
+
+  function randomId() {
+    var c = window.crypto;
+    if (c && typeof c.randomUUID === "function") {
+      return c.randomUUID();
+    }
+    if (c && typeof c.getRandomValues === "function") {
+      var bytes = new Uint8Array(16);
+      c.getRandomValues(bytes);
+      return Array.prototype.map.call(bytes, function (b) {
+        return ("0" + b.toString(16)).slice(-2);
+      }).join("");
+    }
+    return "id" + Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  function loadSenderId() {
+    var id = null;
+    try {
+      id = window.localStorage.getItem(STORAGE_KEY);
+    } catch (e) { /* storage blocked: this visit only */ }
+    if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+      id = randomId();
+      try {
+        window.localStorage.setItem(STORAGE_KEY, id);
+      } catch (e) { /* storage blocked: this visit only */ }
+    }
+    return id;
+  }
+
+  function applyPageWording(wording) {
+    Object.keys(wording || {}).forEach(function (key) { page[key] = wording[key]; });
+    document.querySelectorAll("[data-text]").forEach(function (el) {
+      var value = page[el.getAttribute("data-text")];
+      if (typeof value === "string" && value) { el.textContent = value; }
+    });
+    document.querySelectorAll("[data-placeholder]").forEach(function (el) {
+      var value = page[el.getAttribute("data-placeholder")];
+      if (typeof value === "string") { el.setAttribute("placeholder", value); }
+    });
+    document.querySelectorAll("[data-label]").forEach(function (el) {
+      var value = page[el.getAttribute("data-label")];
+      if (typeof value === "string" && value) { el.setAttribute("aria-label", value); }
+    });
+    if (typeof page.title === "string" && page.title) { document.title = page.title; }
+  }
+
+  function scrollToEnd() {
+    transcript.scrollTop = transcript.scrollHeight;
+  }
+
+  function removeChoices() {
+    transcript.querySelectorAll(".choices").forEach(function (group) {
+      group.parentNode.removeChild(group);
+    });
+  }
+
+  function addMessage(direction, text, buttons) {
+    var item = document.createElement("div");
+    item.className = "msg msg--" + (direction === "in" ? "in" : "out");
+    var who = document.createElement("span");
+    who.className = "visually-hidden";
+    who.textContent = direction === "in" ? page.you : page.companion;
+    var body = document.createElement("p");
+    body.className = "msg__text";
+    body.textContent = text;
+    item.appendChild(who);
+    item.appendChild(body);
+    transcript.appendChild(item);
+    if (buttons && buttons.length) {
+      addChoices(buttons);
+    }
+    scrollToEnd();
+    return item;
+  }
+
+  function addChoices(buttons) {
+    var group = document.createElement("div");
+    group.className = "choices";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", page.choices_label);
+    buttons.forEach(function (button) {
+      if (!button || typeof button.title !== "string" || typeof button.payload !== "string") { return; }
+      var el = document.createElement("button");
+      el.type = "button";
+      el.className = "choice";
+      el.textContent = button.title;
+      el.addEventListener("click", function () {
+        send({ payload: button.payload, title: button.title }, button.title);
+      });
+      group.appendChild(el);
+    });
+    transcript.appendChild(group);
+  }
+
+  function setTyping(on) {
+    typing.hidden = !on;
+    transcript.setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  function focusInput() {
+    try {
+      input.focus({ preventScroll: true });
+    } catch (e) {
+      input.focus();
+    }
+  }
+
+  function resizeInput() {
+    input.style.height = "auto";
+    input.style.height = Math.min(input.scrollHeight + 2, 200) + "px";
+  }
+
+  function send(body, shown) {
+    if (busy) { return; }
+    busy = true;
+    removeChoices();
+    var draft = body.text;
+    var bubble = shown && shown.trim() ? addMessage("in", shown.trim(), null) : null;
+    if (draft !== undefined) {
+      input.value = "";
+      resizeInput();
+    }
+    setTyping(true);
+    body.sender_id = senderId;
+    fetch("/api/messages", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (response) {
+      return response.json().catch(function () { return null; });
+    }).then(function (data) {
+      var messages = data && Array.isArray(data.messages) ? data.messages : [];
+      if (data && data.accepted === false && bubble) {
+        // Not passed on (too long, or not stored): give the words back to edit.
+        bubble.parentNode.removeChild(bubble);
+        if (draft !== undefined) { input.value = draft; resizeInput(); }
+      }
+      if (!messages.length) { messages = [{ text: page.offline, buttons: [] }]; }
+      messages.forEach(function (m) { addMessage("out", String(m.text || ""), m.buttons); });
+    }).catch(function () {
+      if (bubble) { bubble.parentNode.removeChild(bubble); }
+      if (draft !== undefined) { input.value = draft; resizeInput(); }
+      addMessage("out", page.offline, null);
+    }).then(function () {
+      setTyping(false);
+      busy = false;
+      focusInput();
+    });
+  }
+
+  function showWelcome() {
+    if (page.welcome) {
+      addMessage("out", page.welcome, Array.isArray(page.welcome_buttons) ? page.welcome_buttons : []);
+    }
+  }
+
+  function loadHistory() {
+    return fetch("/api/history?sender_id=" + encodeURIComponent(senderId))
+      .then(function (response) { return response.ok ? response.json() : { messages: [] }; })
+      .then(function (data) { return Array.isArray(data.messages) ? data.messages : []; })
+      .catch(function () { return []; });
+  }
+
+  function loadWording() {
+    return fetch("/api/interface")
+      .then(function (response) { return response.ok ? response.json() : {}; })
+      .then(function (data) { applyPageWording(data.page || {}); })
+      .catch(function () { /* keep the wording already on the page */ });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    send({ text: input.value }, input.value);
+  });
+
+  input.addEventListener("keydown", function (event) {
+    // Enter sends; Shift+Enter starts a new line; never interrupt an input method.
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (typeof form.requestSubmit === "function") {
+        form.requestSubmit();
+      } else {
+        form.dispatchEvent(new Event("submit", { cancelable: true }));
+      }
+    }
+  });
+  input.addEventListener("input", resizeInput);
+
+  busy = true;
+  setTyping(false);
+  Promise.all([loadWording(), loadHistory()]).then(function (results) {
+    var history = results[1];
+    if (!history.length) {
+      showWelcome();
+    }
+    var lastIn = -1;
+    history.forEach(function (m, i) { if (m.direction === "in") { lastIn = i; } });
+    history.forEach(function (m, i) {
+      // Only the latest reply keeps its buttons: older ones no longer fit the conversation.
+      addMessage(m.direction, String(m.text || ""), i > lastIn ? m.buttons : null);
+    });
+    busy = false;
+    document.body.setAttribute("data-ready", "true");
+    scrollToEnd();
+  });
+}());
