@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
+from bot.plan_download import add_plan_routes
 from bot.repository import ChatRepository
 from bot.settings import ROOT, Settings, load_settings
 
@@ -101,6 +102,10 @@ def _message_json(message: ChatMessage) -> Dict[str, Any]:
     }
 
 
+# Links a companion message may carry (custom.download from action_show_plan).
+DOWNLOAD_PREFIX = "/api/plan.md?"
+
+
 def _rasa_messages(data: Any) -> List[Dict[str, Any]]:
     """Keep the text and well-formed buttons of Rasa's REST reply; skip anything else."""
     messages = []
@@ -115,6 +120,12 @@ def _rasa_messages(data: Any) -> List[Dict[str, Any]]:
             title, payload = button.get("title"), button.get("payload")
             if isinstance(title, str) and isinstance(payload, str) and title.strip() and payload.strip():
                 buttons.append({"title": title, "payload": payload})
+        download = (item.get("custom") or {}).get("download") if isinstance(item.get("custom"), dict) else None
+        if isinstance(download, dict):
+            url, label = download.get("url"), download.get("label")
+            # Only our own plan download is offered as a link; anything else is dropped.
+            if isinstance(url, str) and url.startswith(DOWNLOAD_PREFIX) and isinstance(label, str) and label.strip():
+                buttons.append({"title": label, "url": url})
         if text.strip() or buttons:
             messages.append(_reply(text.strip(), buttons))
     return messages
@@ -309,6 +320,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[INTERFACE] = load_interface()
     app.cleanup_ctx.append(_resources)
+    add_plan_routes(app, settings)
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)

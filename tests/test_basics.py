@@ -19,6 +19,7 @@ MAX_WORDS = 80
 MENU_PAYLOADS = [
     "/ask_what_is_coproduction",
     "/ask_five_steps",
+    "/start_walkthrough",
     "/ask_champion_role",
     "/ask_glossary_help",
     "/ask_prepare_meeting",
@@ -177,7 +178,7 @@ def test_every_basics_response_has_a_source_and_fits_a_phone():
 
 
 def test_menu_buttons():
-    """The menu and the replies that offer it carry the six topic buttons."""
+    """The menu and the replies that offer it carry the topic buttons and "Plan my project"."""
     responses = _basics_domain()["responses"]
     for name in ["utter_menu", "utter_greet", "utter_help", "utter_out_of_scope", "utter_no_more", "utter_default"]:
         payloads = [button["payload"] for button in responses[name][0]["buttons"]]

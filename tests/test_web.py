@@ -358,3 +358,16 @@ async def test_unknown_api_path_is_json_404(client):
     """Unknown API paths answer with a JSON 404."""
     response = await client.get("/api/nope")
     assert response.status == 404 and "error" in await response.json()
+
+
+async def test_plan_download_link_is_kept_and_foreign_links_dropped():
+    """A plan download offered by the assistant reaches the page; any other link is dropped."""
+    from bot.web import _rasa_messages
+
+    messages = _rasa_messages([
+        {"text": "Here is your plan.", "custom": {"download": {"url": "/api/plan.md?sender_id=a&project=1",
+                                                               "label": "Download my plan"}}},
+        {"text": "Elsewhere", "custom": {"download": {"url": "https://evil.example/x", "label": "Click"}}},
+    ])
+    assert messages[0]["buttons"] == [{"title": "Download my plan", "url": "/api/plan.md?sender_id=a&project=1"}]
+    assert messages[1]["buttons"] == []

@@ -78,7 +78,19 @@
     });
   }
 
-  function addMessage(direction, text, buttons) {
+  function addLinks(item, links) {
+    links.forEach(function (link) {
+      if (typeof link.url !== "string" || link.url.indexOf("/api/plan.md?") !== 0) { return; }
+      var a = document.createElement("a");
+      a.className = "download";
+      a.href = link.url;
+      a.setAttribute("download", "");
+      a.textContent = link.title;
+      item.appendChild(a);
+    });
+  }
+
+  function addMessage(direction, text, buttons, showChoices) {
     var item = document.createElement("div");
     item.className = "msg msg--" + (direction === "in" ? "in" : "out");
     var who = document.createElement("span");
@@ -90,8 +102,12 @@
     item.appendChild(who);
     item.appendChild(body);
     transcript.appendChild(item);
-    if (buttons && buttons.length) {
-      addChoices(buttons);
+    var all = Array.isArray(buttons) ? buttons : [];
+    // Download links stay with their message; tap-to-answer buttons only on the latest reply.
+    addLinks(item, all.filter(function (b) { return b && b.url; }));
+    var choices = all.filter(function (b) { return b && !b.url; });
+    if (choices.length && showChoices !== false) {
+      addChoices(choices);
     }
     scrollToEnd();
     return item;
@@ -221,7 +237,7 @@
     history.forEach(function (m, i) { if (m.direction === "in") { lastIn = i; } });
     history.forEach(function (m, i) {
       // Only the latest reply keeps its buttons: older ones no longer fit the conversation.
-      addMessage(m.direction, String(m.text || ""), i > lastIn ? m.buttons : null);
+      addMessage(m.direction, String(m.text || ""), m.buttons, i > lastIn);
     });
     busy = false;
     document.body.setAttribute("data-ready", "true");
