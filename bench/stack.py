@@ -96,7 +96,7 @@ def running_stack(
     env = dict(os.environ, SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONPATH=str(ROOT))
     logs: List = []
     commands = {
-        "rasa": [str(VENV_BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints", str(endpoints),
+        "rasa": [str(VENV_BIN / "python"), "-m", "components.rasa_server", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
                  "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1",
                  "--port", str(rasa_port)],
         "actions": [str(VENV_BIN / "rasa"), "run", "actions", "--actions", "actions",
