@@ -332,3 +332,17 @@ def test_component_is_registered_as_an_untrained_intent_classifier():
     assert registered.clazz is CrisisGuard
     assert DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER in registered.types
     assert registered.is_trainable is False
+
+
+def test_a_stroke_prevention_aim_is_not_a_crisis():
+    """A project aim about strokes in the population is an answer, not an emergency."""
+    from rasa.shared.nlu.training_data.message import Message
+
+    from components.crisis_guard import CrisisGuard
+
+    guard = CrisisGuard.create({}, None, None, None)
+    ordinary = Message(data={"text": "Fewer people in Copeland having a stroke", "intent": {"name": "ask_example_copeland", "confidence": 0.9}})
+    urgent = Message(data={"text": "I think my dad is having a stroke", "intent": {"name": "ask_example_copeland", "confidence": 0.9}})
+    guard.process([ordinary, urgent])
+    assert ordinary.get("intent")["name"] != "crisis"
+    assert urgent.get("intent")["name"] == "crisis"
