@@ -139,3 +139,69 @@ def live_stack(tmp_path_factory):
         yield stack
     finally:
         stack_cm.__exit__(None, None, None)
+
+
+# --- the app database on SQLite and on the real PostgreSQL server --------------------------------
+
+# The server that PostgreSQL tests create their throwaway database on (trust auth).
+PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_URL = os.environ.get("TEST_POSTGRES_URL_PREFIX", "postgresql+psycopg2://postgres@127.0.0.1:5432/")
+
+
+def _pg_admin_connection():
+    """An autocommit connection to the PostgreSQL server, or None if there is none."""
+    import psycopg2
+
+    try:
+        connection = psycopg2.connect(PG_ADMIN, connect_timeout=3)
+    except psycopg2.OperationalError:
+        return None
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL database for this test run, dropped afterwards (CI must have the server)."""
+    import uuid
+
+    admin = _pg_admin_connection()
+    if admin is None:
+        if os.environ.get("CI"):
+            pytest.fail("no PostgreSQL server at 127.0.0.1:5432: the production tests need it")
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    name = f"coprod_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_URL + name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty database of each kind (PostgreSQL tables are removed again after each test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nested' / 'app.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    from alembic import command
+
+    from bot.db import alembic_config
+
+    command.downgrade(alembic_config(url), "base")
+
+
+@pytest.fixture
+def engine(database_url):
+    """A migrated database's engine."""
+    from bot.db import make_engine, migrate
+
+    migrate(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()

@@ -24,52 +24,6 @@ from bot.plans import (
 )
 
 CONTENT = load_content()
-PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL = os.environ.get("TEST_POSTGRES_URL_PREFIX", "postgresql+psycopg2://postgres@127.0.0.1:5432/")
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL database for this module, dropped afterwards (skipped without a server)."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    admin.autocommit = True
-    name = f"coprod_plans_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL + name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each kind (PostgreSQL is emptied again after each test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'app.db'}"
-        return
-    url = request.getfixturevalue("postgres_url")
-    yield url
-    from alembic import command
-
-    command.downgrade(alembic_config(url), "base")
-
-
-@pytest.fixture
-def engine(database_url):
-    """A migrated database's engine."""
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def repo(engine):
     """A PlanRepository on the migrated database."""

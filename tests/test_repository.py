@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,64 +15,6 @@ from bot.models import Champion, ChatMessage
 from bot.repository import ChatRepository
 
 ROOT = Path(__file__).resolve().parent.parent
-# The server that PostgreSQL tests create their throwaway database on (trust auth).
-PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL = os.environ.get("TEST_POSTGRES_URL_PREFIX", "postgresql+psycopg2://postgres@127.0.0.1:5432/")
-
-
-def _pg_admin_connection():
-    """An autocommit connection to the PostgreSQL server, or None if there is none."""
-    try:
-        import psycopg2
-    except ImportError:
-        return None
-    try:
-        connection = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError:
-        return None
-    connection.autocommit = True
-    return connection
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL database for this test run, dropped afterwards."""
-    admin = _pg_admin_connection()
-    if admin is None:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    name = f"coprod_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL + name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each kind (PostgreSQL tables are removed again after each test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nested' / 'app.db'}"
-        return
-    url = request.getfixturevalue("postgres_url")
-    yield url
-    from alembic import command
-
-    command.downgrade(alembic_config(url), "base")
-
-
-@pytest.fixture
-def engine(database_url):
-    """A migrated database's engine."""
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def repo(engine):
     """A ChatRepository on the migrated database."""
