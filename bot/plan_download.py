@@ -27,21 +27,28 @@ PLAN_SETTINGS = web.AppKey("plan_settings", Settings)
 PLAN_REPOSITORY = web.AppKey("plan_repository", PlanRepository)
 
 
-def add_plan_routes(app: web.Application, settings: Settings) -> None:
-    """Serve GET /api/plan.md?sender_id=<web sender id>&project=<id> on app (call before it starts)."""
+def add_plan_routes(
+    app: web.Application, settings: Settings, engine_key: Optional[web.AppKey] = None
+) -> None:
+    """Serve GET /api/plan.md?sender_id=<web sender id>&project=<id> on app (call before it starts).
+
+    With engine_key, plans are read through the engine the app already opened under that
+    key (set by an earlier cleanup context); without it, through an engine of its own.
+    """
     app[PLAN_SETTINGS] = settings
-    app.cleanup_ctx.append(_plan_database)
+
+    async def plan_database(app: web.Application):
+        """Open the plan repository when the app starts; close an engine of its own when it stops."""
+        engine = app[engine_key] if engine_key is not None else make_engine(settings.database_url)
+        app[PLAN_REPOSITORY] = PlanRepository(make_session_factory(engine))
+        try:
+            yield
+        finally:
+            if engine_key is None:
+                engine.dispose()
+
+    app.cleanup_ctx.append(plan_database)
     app.router.add_get(PATH, download_plan)
-
-
-async def _plan_database(app: web.Application):
-    """Open the app database for plans when the app starts; close it when it stops."""
-    engine = make_engine(app[PLAN_SETTINGS].database_url)
-    app[PLAN_REPOSITORY] = PlanRepository(make_session_factory(engine))
-    try:
-        yield
-    finally:
-        engine.dispose()
 
 
 def _load(repo: PlanRepository, sender_id: str, project_id: str) -> Optional[Tuple[Project, dict]]:

@@ -320,7 +320,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[INTERFACE] = load_interface()
     app.cleanup_ctx.append(_resources)
-    add_plan_routes(app, settings)
+    add_plan_routes(app, settings, engine_key=ENGINE)
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)

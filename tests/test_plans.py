@@ -464,15 +464,12 @@ async def test_download_refuses_other_peoples_plans(app_settings, plan_db, param
 
 
 async def test_download_route_fits_the_web_chat_app(app_settings, plan_db):
-    """add_plan_routes works on bot.web's own app (its middleware and start-up migration included)."""
+    """The web chat app serves plan downloads through its own database engine and middleware."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from bot.plan_download import add_plan_routes
     from bot.web import build_app
 
     app = build_app(app_settings)
-    if not any(getattr(r, "resource", None) and r.resource.canonical == "/api/plan.md" for r in app.router.routes()):
-        add_plan_routes(app, app_settings)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
