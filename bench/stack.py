@@ -128,7 +128,6 @@ def running_stack(
             )
         deadline = started + timeout
         _wait_http(f"{stack.action_url}/health", deadline)
-        _wait_http(f"{stack.rasa_url}/", deadline)
         _wait_model_loaded(stack.rasa_url, deadline)
         if with_web:
             _wait_http(f"{stack.web_url}/healthz", deadline)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
-from bot.plan_download import add_plan_routes
+from bot.plan_download import PATH as PLAN_PATH, add_plan_routes
 from bot.repository import ChatRepository
 from bot.settings import ROOT, Settings, load_settings
 
@@ -103,7 +103,7 @@ def _message_json(message: ChatMessage) -> Dict[str, Any]:
 
 
 # Links a companion message may carry (custom.download from action_show_plan).
-DOWNLOAD_PREFIX = "/api/plan.md?"
+DOWNLOAD_PREFIX = f"{PLAN_PATH}?"
 
 
 def _rasa_messages(data: Any) -> List[Dict[str, Any]]:

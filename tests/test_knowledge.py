@@ -1,6 +1,7 @@
 """Every answer the assistant gives is traceable, phone-sized and free of invented contacts."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -27,11 +28,13 @@ def _responses() -> Iterator[Tuple[str, str, Dict]]:
                 yield path.name, name, variation
 
 
+@functools.lru_cache(maxsize=None)
 def _seed_texts() -> Dict[str, str]:
     """Seed file name -> its text."""
     return {p.name: p.read_text() for p in SEEDS.glob("*.txt")}
 
 
+@functools.lru_cache(maxsize=None)
 def _glossary() -> List[Dict]:
     """The glossary entries."""
     return yaml.safe_load((ROOT / "knowledge" / "glossary.yml").read_text())["glossary"]
