@@ -50,6 +50,13 @@ class Champion(Base):
     display_name = Column(String(200), nullable=True)
     created_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
     last_active_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+    # Set when the champion says /stop (or "stop messages from the team"): no broadcasts.
+    opted_out_at = Column(DateTime(timezone=True), nullable=True)
+    # Set when their channel refuses messages for good (a Telegram user who blocked the bot).
+    unreachable_at = Column(DateTime(timezone=True), nullable=True)
+    unreachable_reason = Column(String(200), nullable=True)
+    # Key of the organisation they volunteer with (knowledge/organisations.yml), if they said.
+    organisation = Column(String(64), nullable=True)
 
     messages = relationship("ChatMessage", back_populates="champion", passive_deletes=True)
 

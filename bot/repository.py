@@ -93,3 +93,26 @@ class ChatRepository:
                 .all()
             )
         return list(reversed(rows))
+
+    def set_opted_out(self, champion: Champion | int, opted_out: bool) -> None:
+        """Record that the champion said stop (True) or start again (False) to team messages."""
+        champion_id = champion if isinstance(champion, int) else champion.id
+        with self._sessions() as session:
+            session.execute(
+                update(Champion)
+                .where(Champion.id == champion_id)
+                .values(opted_out_at=utcnow() if opted_out else None)
+            )
+            session.commit()
+
+    def set_reachable(self, champion: Champion | int, reachable: bool, reason: Optional[str] = None) -> None:
+        """Record that the champion's channel refuses messages for good (or accepts them again)."""
+        champion_id = champion if isinstance(champion, int) else champion.id
+        values = (
+            {"unreachable_at": None, "unreachable_reason": None}
+            if reachable
+            else {"unreachable_at": utcnow(), "unreachable_reason": (reason or "unreachable")[:200]}
+        )
+        with self._sessions() as session:
+            session.execute(update(Champion).where(Champion.id == champion_id).values(**values))
+            session.commit()

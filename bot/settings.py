@@ -1,4 +1,4 @@
-"""Settings for the web chat process, read from the environment when asked (never at import time)."""
+"""Settings for the web chat and delivery processes, read from the environment when asked (never at import time)."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the web chat process needs to know about its environment."""
+    """Everything the web chat and delivery processes need to know about its environment."""
 
     data_dir: Path
     database_url: str
@@ -26,6 +26,23 @@ class Settings:
     web_port: int
     rasa_timeout_seconds: float
     max_message_chars: int
+    # Telegram (the delivery process runs the bot only when a token is set).
+    telegram_bot_token: Optional[str] = None
+    telegram_mode: str = "polling"  # "polling" or "webhook"
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    telegram_webhook_url: Optional[str] = None
+    telegram_webhook_secret: Optional[str] = None
+    telegram_webhook_host: str = "127.0.0.1"
+    telegram_webhook_port: int = 8443
+    # Telegram's limits: about 30 messages a second overall, about one a second per chat.
+    telegram_max_per_second: float = 30.0
+    telegram_seconds_per_chat: float = 1.0
+    # The delivery layer.
+    delivery_poll_seconds: float = 1.0
+    delivery_max_attempts: int = 10
+    # The engagement team's tools (broadcasts, groups): refused when unset.
+    team_token: Optional[str] = None
+    organisations_file: Path = ROOT / "knowledge" / "organisations.yml"
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum: float) -> float:
@@ -38,6 +55,14 @@ def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple) -> str:
+    """Read one of a few allowed words from env, refusing anything else with a clear message."""
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
 
 
 def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -53,4 +78,17 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         web_port=int(_number(env, "WEB_PORT", "8000", int, 0)),
         rasa_timeout_seconds=float(_number(env, "RASA_TIMEOUT_SECONDS", "10", float, 0.1)),
         max_message_chars=int(_number(env, "MAX_MESSAGE_CHARS", "2000", int, 1)),
+        telegram_bot_token=(env.get("TELEGRAM_BOT_TOKEN") or "").strip() or None,
+        telegram_mode=_choice(env, "TELEGRAM_MODE", "polling", ("polling", "webhook")),
+        telegram_api_base_url=(env.get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org/bot"),
+        telegram_webhook_url=env.get("TELEGRAM_WEBHOOK_URL") or None,
+        telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET") or None,
+        telegram_webhook_host=env.get("TELEGRAM_WEBHOOK_HOST") or "127.0.0.1",
+        telegram_webhook_port=int(_number(env, "TELEGRAM_WEBHOOK_PORT", "8443", int, 0)),
+        telegram_max_per_second=float(_number(env, "TELEGRAM_MAX_PER_SECOND", "30", float, 0.1)),
+        telegram_seconds_per_chat=float(_number(env, "TELEGRAM_SECONDS_PER_CHAT", "1", float, 0)),
+        delivery_poll_seconds=float(_number(env, "DELIVERY_POLL_SECONDS", "1", float, 0.01)),
+        delivery_max_attempts=int(_number(env, "DELIVERY_MAX_ATTEMPTS", "10", int, 1)),
+        team_token=(env.get("TEAM_TOKEN") or "").strip() or None,
+        organisations_file=Path(env.get("ORGANISATIONS_FILE") or ROOT / "knowledge" / "organisations.yml"),
     )
