@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @dataclass(frozen=True)
 class ActionSettings:
@@ -14,14 +16,17 @@ class ActionSettings:
 
     data_dir: Path
     database_url: str
+    # The organisations champions volunteer with (ORGANISATIONS_FILE; see knowledge/organisations.yml).
+    organisations_file: Path = ROOT / "knowledge" / "organisations.yml"
 
 
 def load_settings(environ: Optional[Mapping[str, str]] = None) -> ActionSettings:
-    """Build ActionSettings from environ (default: os.environ): DATA_DIR (data) and DATABASE_URL."""
+    """Build ActionSettings from environ (default: os.environ): DATA_DIR (data), DATABASE_URL, ORGANISATIONS_FILE."""
     env = os.environ if environ is None else environ
     data_dir = Path(env.get("DATA_DIR") or "data")
     database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'app.db'}"
-    return ActionSettings(data_dir=data_dir, database_url=database_url)
+    organisations_file = Path(env.get("ORGANISATIONS_FILE") or ROOT / "knowledge" / "organisations.yml")
+    return ActionSettings(data_dir=data_dir, database_url=database_url, organisations_file=organisations_file)
 
 
 _lock = threading.Lock()
