@@ -920,13 +920,43 @@ def say_confirmation(
 def say_offset(offset: Offset, content: Optional[Mapping[str, Any]] = None) -> str:
     """"a day before", "2 hours before", "90 minutes before"."""
     content = content or load_content()
+    return content["formats"]["offset"].format(amount=say_amount(offset.minutes, content))
+
+
+def say_amount(minutes: int, content: Optional[Mapping[str, Any]] = None) -> str:
+    """"a week", "2 days", "an hour", "90 minutes": the largest unit that divides minutes exactly."""
+    content = content or load_content()
     units = content["formats"]["offset_units"]
+    minutes = max(1, int(minutes))
     for unit, size in (("week", MINUTES_PER_WEEK), ("day", MINUTES_PER_DAY), ("hour", MINUTES_PER_HOUR), ("minute", 1)):
-        if offset.minutes % size == 0:
-            n = offset.minutes // size
-            amount = (units[unit][0] if n == 1 else units[unit][1]).format(n=n)
-            return content["formats"]["offset"].format(amount=amount)
-    raise ValueError(f"bad offset {offset!r}")  # pragma: no cover - minutes are integers
+        if minutes % size == 0:
+            n = minutes // size
+            return (units[unit][0] if n == 1 else units[unit][1]).format(n=n)
+    raise ValueError(f"bad amount {minutes!r}")  # pragma: no cover - size 1 always divides
+
+
+def say_starts_in(remaining: timedelta, content: Optional[Mapping[str, Any]] = None) -> str:
+    """"in an hour", "in 40 minutes", "in a week": how long until a meeting, to the minute."""
+    content = content or load_content()
+    minutes = round(remaining.total_seconds() / 60)
+    if minutes >= 2 * MINUTES_PER_HOUR and minutes % MINUTES_PER_HOUR and minutes < MINUTES_PER_DAY:
+        minutes = round(minutes / MINUTES_PER_HOUR) * MINUTES_PER_HOUR  # "in 3 hours", not "in 179 minutes"
+    elif minutes >= MINUTES_PER_DAY and minutes % MINUTES_PER_DAY:
+        minutes = round(minutes / MINUTES_PER_DAY) * MINUTES_PER_DAY
+    return content["formats"]["starts_in"].format(amount=say_amount(minutes, content))
+
+
+def say_relative_day(
+    instant: datetime, now: datetime, time_zone: Optional[str] = None, content: Optional[Mapping[str, Any]] = None
+) -> str:
+    """"today at 2:00pm", "tomorrow, Thursday 27 November at 2:00pm" or "on Thursday 27 November at 2:00pm"."""
+    content = content or load_content()
+    tz = zone(time_zone)
+    days = (instant.astimezone(tz).date() - now.astimezone(tz).date()).days
+    key = "today" if days <= 0 else "tomorrow" if days == 1 else "other"
+    return content["formats"]["relative_day"][key].format(
+        time=say_time(instant, time_zone, content), when=say_when(instant, time_zone, now, content)
+    )
 
 
 def say_offsets(offsets: Iterable[Offset], content: Optional[Mapping[str, Any]] = None) -> str:
