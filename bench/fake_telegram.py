@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections import Counter, defaultdict, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 from urllib.parse import urlsplit
 

@@ -61,6 +61,7 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.MY_CHAT_MEMBER]
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll waits
 REPLY_RETRIES = 3  # retries after a 429 for a reply (python-telegram-bot's rate limiter waits retry_after)
 MAX_CONCURRENT_UPDATES = 64
+PACING = 1.05  # send overall at 1/1.05 of TELEGRAM_MAX_PER_SECOND (see make_bot)
 TELEGRAM_MAX_TEXT = 4096
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 SERVICES_KEY = "companion"
@@ -456,9 +457,15 @@ def make_bot(settings: Settings, *, max_retries: int = 0) -> ExtBot:
     the Telegram application and the delivery layer (one bot, one rate limiter)."""
     if not settings.telegram_bot_token:
         raise TelegramSetupError("TELEGRAM_BOT_TOKEN is not set")
+    # One message at a time, 5 % slower than the limit, rather than bursts of `rate` a second: a
+    # leaky bucket that lets a second's worth through at once breaks "30 in any one second" as
+    # Telegram counts it. Against bench/fake_telegram.py, 300 sends to different chats: bursts got
+    # ~50 % 429s (21/s); paced at exactly the limit, a 429 now and then, each cascading, because
+    # the rate limiter holds everyone back and then lets them go together; paced 5 % under, none
+    # in 10 runs at 27.5/s (92 % of 30/s).
     limiter = AIORateLimiter(
-        overall_max_rate=settings.telegram_max_per_second,
-        overall_time_period=1,
+        overall_max_rate=1,
+        overall_time_period=PACING / settings.telegram_max_per_second,
         max_retries=max_retries,
     )
     return ExtBot(

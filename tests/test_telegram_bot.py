@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
@@ -19,12 +20,14 @@ from bot.telegram_bot import (
     BLOCKED_REASON,
     TelegramSetupError,
     build_application,
+    make_bot,
     start_telegram,
     stop_telegram,
 )
 from bot.telegram_format import load_wording, utf16_len
 
 WORDING = load_wording()["replies"]
+NO_RASA = "http://127.0.0.1:9"  # nothing listens there
 
 
 @dataclass
@@ -263,6 +266,20 @@ async def test_replies_wait_out_telegrams_flood_limit(running) -> None:
         [f"You said: hi {n}", "Anything else?"] for n in range(5)
     ]
     assert h.fake.too_many_requests >= 1
+
+
+async def test_the_shared_bot_paces_sends_under_telegrams_overall_limit(tmp_path) -> None:
+    """make_bot's rate limiter sends a burst of 90 messages to different chats at just under 30 a
+    second: each arrives once, and Telegram's limit is (all but) never hit."""
+    async with FakeTelegram() as fake:
+        bot = make_bot(_settings(tmp_path, fake, NO_RASA), max_retries=3)
+        async with bot:
+            started = time.monotonic()
+            await asyncio.gather(*(bot.send_message(20000 + n, f"news {n}") for n in range(90)))
+            elapsed = time.monotonic() - started
+    assert sorted(m.chat_id for m in fake.sent) == [20000 + n for n in range(90)]
+    assert fake.too_many_requests <= 3
+    assert 89 / 30 <= elapsed < 90 / 20
 
 
 def _free_port() -> int:
