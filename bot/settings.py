@@ -42,6 +42,8 @@ class Settings:
     delivery_max_attempts: int = 10
     # The engagement team's tools (broadcasts, groups): refused when unset.
     team_token: Optional[str] = None
+    # The web chat's public address (https://...), for link buttons on Telegram; unset: no links.
+    public_base_url: Optional[str] = None
     organisations_file: Path = ROOT / "knowledge" / "organisations.yml"
 
 
@@ -90,5 +92,6 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         delivery_poll_seconds=float(_number(env, "DELIVERY_POLL_SECONDS", "1", float, 0.01)),
         delivery_max_attempts=int(_number(env, "DELIVERY_MAX_ATTEMPTS", "10", int, 1)),
         team_token=(env.get("TEAM_TOKEN") or "").strip() or None,
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "").strip().rstrip("/") or None,
         organisations_file=Path(env.get("ORGANISATIONS_FILE") or ROOT / "knowledge" / "organisations.yml"),
     )

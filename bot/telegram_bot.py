@@ -498,7 +498,7 @@ def build_application(
         chats=ChatRepository(session_factory),
         callbacks=CallbackRepository(session_factory),
         wording=wording,
-        public_base_url=getattr(settings, "public_base_url", None),
+        public_base_url=settings.public_base_url,
     )
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
     application.add_handler(CommandHandler("start", start, filters=private))
