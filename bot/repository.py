@@ -116,3 +116,16 @@ class ChatRepository:
         with self._sessions() as session:
             session.execute(update(Champion).where(Champion.id == champion_id).values(**values))
             session.commit()
+
+    def history_after(self, champion: Champion | int, after_id: int, limit: int = 200) -> List[ChatMessage]:
+        """The champion's messages with an id above after_id, oldest first, at most `limit` of them."""
+        champion_id = champion if isinstance(champion, int) else champion.id
+        with self._sessions() as session:
+            return list(
+                session.execute(
+                    select(ChatMessage)
+                    .where(ChatMessage.champion_id == champion_id, ChatMessage.id > after_id)
+                    .order_by(ChatMessage.id)
+                    .limit(max(0, limit))
+                ).scalars()
+            )

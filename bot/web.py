@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
+from bot.organisations import DirectoryCache, OrganisationError
 from bot.plan_download import PATH as PLAN_PATH, add_plan_routes
 from bot.repository import ChatRepository
 from bot.settings import ROOT, Settings, load_settings
@@ -27,10 +28,16 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = ROOT / "web"
 INTERFACE_FILE = ROOT / "knowledge" / "interface.yml"
+# The first visit also asks which organisation the champion volunteers with: the question's
+# wording is the assistant's own (domain/champions.yml), the choices come from ORGANISATIONS_FILE.
+CHAMPIONS_DOMAIN_FILE = ROOT / "domain" / "champions.yml"
+ORGANISATION_QUESTION = "utter_ask_organisation"
 CHANNEL = "web"
 SENDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HISTORY_DEFAULT = 200
 HISTORY_MAX = 1000
+# A message id for GET /api/history?after=... (digits, no sign, below 2**63).
+AFTER_ID = re.compile(r"[0-9]{1,18}")
 # Generous enough for a 100,000-character message of \u-escaped emoji; larger bodies get a 413.
 CLIENT_MAX_SIZE = 4 * 1024 * 1024
 REQUIRED_REPLIES = ("empty_message", "too_long", "trouble", "no_reply")
@@ -40,6 +47,8 @@ INTERFACE = web.AppKey("interface", dict)
 REPOSITORY = web.AppKey("repository", ChatRepository)
 ENGINE = web.AppKey("engine", Engine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+DIRECTORIES = web.AppKey("directories", DirectoryCache)
+QUESTION_TEXT = web.AppKey("question_text", str)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -90,11 +99,12 @@ def _rejected(app: web.Application, reason: str, status: int = 200) -> web.Respo
 
 
 def _message_json(message: ChatMessage) -> Dict[str, Any]:
-    """A stored message as GET /api/history returns it."""
+    """A stored message as GET /api/history returns it (with its id, which only ever grows)."""
     created = message.created_at
     if created is not None and created.tzinfo is None:
         created = created.replace(tzinfo=timezone.utc)  # SQLite drops the zone; we store UTC
     return {
+        "id": message.id,
         "direction": message.direction,
         "text": message.text,
         "buttons": message.buttons or [],
@@ -146,7 +156,7 @@ async def _read_json(request: web.Request) -> Any:
 
 
 async def post_message(request: web.Request) -> web.Response:
-    """POST /api/messages: store the champion's message, ask Rasa, store and return its replies."""
+    """POST /api/messages: store the champion's message, ask Rasa, store and return its replies (with their ids)."""
     app = request.app
     settings = app[SETTINGS]
     body = await _read_json(request)
@@ -180,7 +190,7 @@ async def post_message(request: web.Request) -> web.Response:
     wording = app[INTERFACE]["replies"]
     try:
         champion = await asyncio.to_thread(repository.get_or_create_champion, CHANNEL, sender_id)
-        await asyncio.to_thread(
+        stored_in = await asyncio.to_thread(
             repository.add_message, champion, DIRECTION_IN, shown, None, stored_payload
         )
     except SQLAlchemyError:
@@ -209,19 +219,25 @@ async def post_message(request: web.Request) -> web.Response:
 
     try:
         for message in messages:
-            await asyncio.to_thread(
+            stored = await asyncio.to_thread(
                 repository.add_message, champion, DIRECTION_OUT, message["text"], message["buttons"]
             )
+            message["id"] = stored.id
     except SQLAlchemyError:
         log.exception("could not store the companion's reply")
-    result: Dict[str, Any] = {"accepted": True, "messages": messages}
+    # The stored ids let the page skip these messages when it polls GET /api/history?after=...
+    result: Dict[str, Any] = {"accepted": True, "id": stored_in.id, "messages": messages}
     if reason:
         result["reason"] = reason
     return web.json_response(result)
 
 
 async def get_history(request: web.Request) -> web.Response:
-    """GET /api/history?sender_id=...: the stored transcript, oldest first."""
+    """GET /api/history?sender_id=...: the stored transcript, oldest first.
+
+    With after=<message id>: only the messages stored since (the first `limit` of them), which is
+    how the open page picks up messages the assistant sends on its own (bot.delivery.WebSender).
+    """
     sender_id = request.query.get("sender_id", "")
     if not SENDER_ID.fullmatch(sender_id):
         return _error(400, "sender_id must be 1-64 letters, digits, '-' or '_'.")
@@ -230,22 +246,60 @@ async def get_history(request: web.Request) -> web.Response:
     except ValueError:
         return _error(400, "limit must be a whole number.")
     limit = max(1, min(limit, HISTORY_MAX))
+    after: Optional[int] = None
+    if "after" in request.query:
+        raw_after = request.query["after"]
+        if not AFTER_ID.fullmatch(raw_after):
+            return _error(400, "after must be a message id (a whole number).")
+        after = int(raw_after)
     repository = request.app[REPOSITORY]
     try:
         champion = await asyncio.to_thread(repository.find_champion, CHANNEL, sender_id)
-        rows = [] if champion is None else await asyncio.to_thread(repository.history, champion, limit)
+        if champion is None:
+            rows = []
+        elif after is None:
+            rows = await asyncio.to_thread(repository.history, champion, limit)
+        else:
+            rows = await asyncio.to_thread(repository.history_after, champion, after, limit)
     except SQLAlchemyError:
         log.exception("could not read a web transcript")
         return _error(503, "The conversation could not be loaded just now.")
     return web.json_response({"messages": [_message_json(row) for row in rows]})
 
 
+def load_question_text(path: Path = CHAMPIONS_DOMAIN_FILE) -> str:
+    """The assistant's "which organisation do you volunteer with?" wording ("" if it can't be read)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = data["responses"][ORGANISATION_QUESTION][0]["text"]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        log.exception("no %s in %s: the first visit won't ask for the organisation", ORGANISATION_QUESTION, path)
+        return ""
+    return text if isinstance(text, str) else ""
+
+
+def organisation_question(app: web.Application) -> Optional[Dict[str, Any]]:
+    """The question and its buttons for a first visit, or None (no organisations, or the file is broken)."""
+    text = app[QUESTION_TEXT]
+    if not text:
+        return None
+    try:
+        directory = app[DIRECTORIES].get(app[SETTINGS].organisations_file)
+    except (OSError, OrganisationError):
+        log.exception("the organisations file can't be used: the first visit won't ask for the organisation")
+        return None
+    if not directory.organisations:
+        return None
+    return {"text": text, "buttons": directory.buttons()}
+
+
 async def get_interface(request: web.Request) -> web.Response:
-    """GET /api/interface: the page's own wording and the message length limit."""
+    """GET /api/interface: the page's own wording, the message length limit and the organisation question."""
     return web.json_response(
         {
             "page": request.app[INTERFACE]["page"],
             "max_message_chars": request.app[SETTINGS].max_message_chars,
+            "organisation_question": await asyncio.to_thread(organisation_question, request.app),
         }
     )
 
@@ -319,6 +373,8 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=CLIENT_MAX_SIZE)
     app[SETTINGS] = settings
     app[INTERFACE] = load_interface()
+    app[DIRECTORIES] = DirectoryCache()
+    app[QUESTION_TEXT] = load_question_text()
     app.cleanup_ctx.append(_resources)
     add_plan_routes(app, settings, engine_key=ENGINE)
     app.on_response_prepare.append(_security_headers)

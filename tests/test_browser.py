@@ -188,3 +188,125 @@ async def test_live_chat(browser, live_stack):
 
     await check_markup_is_text(page)
     await shot(page, "live-2-markup")
+
+
+# --- messages the assistant sends on its own -----------------------------------------------------
+
+PUSH_WAIT_MS = 15_000  # the page looks every 3 seconds while visible
+SENDER_KEY = "coproduction-companion.sender-id"
+
+
+class Pusher:
+    """Sends a message to a web champion the way the delivery process does: outbox, then the courier."""
+
+    def __init__(self, database_url: str) -> None:
+        """Open the web chat's database (already migrated by the running web app)."""
+        from bot.db import make_engine, make_session_factory
+
+        self.engine = make_engine(database_url)
+        self.sessions = make_session_factory(self.engine)
+
+    async def push(self, sender_id: str, text: str, buttons=None) -> None:
+        """Queue text for the web champion sender_id and deliver it with one courier pass."""
+        from bot.delivery import Courier, WebSender
+        from bot.outbox import OutboxRepository
+        from bot.repository import ChatRepository
+
+        champion = ChatRepository(self.sessions).get_or_create_champion("web", sender_id)
+        outbox = OutboxRepository(self.sessions)
+        outbox.enqueue(champion.id, text, kind="broadcast", source_key=f"browser-test:{sender_id}:{text}",
+                       buttons=buttons)
+        courier = Courier(self.sessions, {"web": WebSender(outbox)})
+        assert await courier.run_once() == 1
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+
+async def history_polls(page, count: int) -> None:
+    """Wait until the page has asked for new messages `count` more times (each after the last)."""
+    for _ in range(count):
+        async with page.expect_response(lambda r: "/api/history" in r.url and "after=" in r.url,
+                                        timeout=PUSH_WAIT_MS):
+            pass
+
+
+async def texts_of(page, selector=".msg--out .msg__text"):
+    """Every text shown for selector, in order."""
+    return await page.locator(selector).all_inner_texts()
+
+
+async def test_pushed_messages_appear_live_exactly_once(browser, app_settings, fake_rasa):
+    """A message the team sends shows up on the open page without a reload, once, read out as new;
+    one sent while the page was closed is there when it opens again."""
+    from playwright.async_api import expect
+
+    settings = dataclasses.replace(app_settings, rasa_url=fake_rasa.url)
+    server = TestServer(build_app(settings), host="127.0.0.1")
+    await server.start_server()
+    pusher = Pusher(settings.database_url)
+    try:
+        page = await open_chat(browser, str(server.make_url("/")))
+        sender = await page.evaluate(f"localStorage.getItem('{SENDER_KEY}')")
+        # A first visit asks which organisation they volunteer with, with the file's choices.
+        assert PAGE["welcome"] in await texts_of(page)
+        assert "Leeds" in await page.locator(".choices .choice").all_inner_texts()
+
+        replies = await send_and_wait(page, "hello")
+        assert replies == ["You said: hello", "Anything else?"]
+
+        news = "Patient Reference Group meets Thursday at 2pm <b>papers</b> are out"
+        await pusher.push(sender, news, [{"title": "Thanks", "payload": "/thank"}])
+        pushed = page.locator(".msg--out .msg__text", has_text="Patient Reference Group")
+        await expect(pushed).to_have_count(1, timeout=PUSH_WAIT_MS)
+        assert await pushed.inner_text() == news
+        assert await page.locator("#transcript b").count() == 0
+        # Announced by the polite live log, labelled as a new message for screen readers.
+        label = pushed.locator("xpath=..").locator(".visually-hidden")
+        assert await label.inner_text() == PAGE["new_message"]
+        assert await page.locator("[role=log][aria-live=polite] .msg").last.text_content() == PAGE["new_message"] + news
+        # Its button replaces the older reply's ones.
+        assert await page.locator(".choices .choice").all_inner_texts() == ["Thanks"]
+        await shot(page, "push-1-live")
+
+        # Later polls add nothing: no second copy, and the POST replies were never repeated.
+        await history_polls(page, 2)
+        outs = await texts_of(page)
+        assert outs.count(news) == 1 and outs.count("You said: hello") == 1 and outs.count("Anything else?") == 1
+        assert await texts_of(page, ".msg--in .msg__text") == ["hello"]
+
+        # Replying after a push: the reply comes once, and the push stays once.
+        replies = await send_and_wait(page, "thanks")
+        assert replies == ["You said: thanks", "Anything else?"]
+        await history_polls(page, 1)
+        outs = await texts_of(page)
+        assert outs.count(news) == 1 and outs.count("You said: thanks") == 1
+
+        # Offline, the page keeps quiet (no error in the conversation) and tries again more slowly;
+        # back online, it catches up at once.
+        context = page.context
+        await context.set_offline(True)
+        await page.wait_for_timeout(7_000)  # a couple of failed looks
+        await pusher.push(sender, "Sent while you were offline")
+        await context.set_offline(False)
+        await expect(page.locator(".msg--out .msg__text", has_text="Sent while you were offline")).to_have_count(
+            1, timeout=PUSH_WAIT_MS)
+        assert TROUBLE not in await texts_of(page)
+        assert load_interface()["page"]["offline"] not in await texts_of(page)
+
+        # A message sent while the page is closed is waiting when it opens (same browser storage).
+        await page.close()
+        await pusher.push(sender, "Papers for Thursday: please read pages 4-9")
+        page = await context.new_page()
+        await page.goto(str(server.make_url("/")))
+        await page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+        outs = await texts_of(page)
+        assert outs.count("Papers for Thursday: please read pages 4-9") == 1 and outs.count(news) == 1
+        assert PAGE["welcome"] not in outs
+        await history_polls(page, 1)
+        assert (await texts_of(page)).count("Papers for Thursday: please read pages 4-9") == 1
+        await shot(page, "push-2-reopened")
+    finally:
+        pusher.close()
+        await server.close()

@@ -11,7 +11,9 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.settings import SettingsError, load_settings
-from bot.web import build_app, clean_text, load_interface
+from bot.models import DIRECTION_OUT
+from bot.organisations import load_organisations
+from bot.web import REPOSITORY, SETTINGS, build_app, clean_text, load_interface, load_question_text
 
 WORDING = load_interface()["replies"]
 
@@ -36,11 +38,16 @@ async def post(client, **body):
     return response.status, await response.json()
 
 
-async def history(client, sender_id):
-    """The stored transcript for sender_id."""
-    response = await client.get("/api/history", params={"sender_id": sender_id})
+async def history(client, sender_id, **params):
+    """The stored transcript for sender_id (params: after=..., limit=...)."""
+    response = await client.get("/api/history", params={"sender_id": sender_id, **{k: str(v) for k, v in params.items()}})
     assert response.status == 200
     return (await response.json())["messages"]
+
+
+def without_ids(messages):
+    """Messages as the page shows them, without their stored ids."""
+    return [{k: v for k, v in m.items() if k != "id"} for m in messages]
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -246,9 +253,12 @@ async def test_huge_body_gets_413_with_reply(client):
     assert body["messages"][0]["text"] == WORDING["too_long"]
 
 
-@pytest.mark.parametrize("query", ["", "?sender_id=", "?sender_id=bad%20id", "?sender_id=abc&limit=lots"])
+@pytest.mark.parametrize("query", ["", "?sender_id=", "?sender_id=bad%20id", "?sender_id=abc&limit=lots",
+                                   "?sender_id=abc&after=", "?sender_id=abc&after=-1", "?sender_id=abc&after=1.5",
+                                   "?sender_id=abc&after=two", "?sender_id=abc&after=" + "9" * 30,
+                                   "?sender_id=abc&after=%F0%9F%98%80"])
 async def test_history_refuses_bad_queries(client, query):
-    """GET /api/history needs a valid sender_id (and a numeric limit)."""
+    """GET /api/history needs a valid sender_id (and a numeric limit, and after= a message id)."""
     response = await client.get("/api/history" + query)
     assert response.status == 400
     assert "error" in await response.json()
@@ -264,6 +274,100 @@ async def test_history_limit_returns_latest(client):
     assert texts == ["You said: three", "Anything else?"]
 
 
+# --- messages the assistant sends on its own (GET /api/history?after=) ---------------------------
+
+
+def push(client, sender_id, text, buttons=None):
+    """Store a message for sender_id the way the delivery layer's WebSender does; returns its id."""
+    repository = client.server.app[REPOSITORY]
+    champion = repository.get_or_create_champion("web", sender_id)
+    return repository.add_message(champion, DIRECTION_OUT, text, buttons).id
+
+
+async def test_posted_messages_come_back_with_their_stored_ids(client):
+    """POST returns the ids of the stored message and replies, the same ids the history gives."""
+    sender = new_sender()
+    _, body = await post(client, sender_id=sender, text="hello")
+    stored = await history(client, sender)
+    assert [m["id"] for m in stored] == [body["id"]] + [m["id"] for m in body["messages"]]
+    assert stored[0]["id"] < stored[1]["id"] < stored[2]["id"]
+
+
+async def test_history_after_gives_only_newer_messages(client):
+    """after=<id> returns what was stored since, oldest first: a pushed message appears once."""
+    sender = new_sender()
+    _, body = await post(client, sender_id=sender, text="hello")
+    last = body["messages"][-1]["id"]
+    assert await history(client, sender, after=last) == []
+    pushed = push(client, sender, "Patient Reference Group meets Thursday at 2pm",
+                        [{"title": "Thanks", "payload": "/thank"}])
+    newer = await history(client, sender, after=last)
+    assert [(m["id"], m["direction"], m["text"]) for m in newer] == [
+        (pushed, "out", "Patient Reference Group meets Thursday at 2pm")]
+    assert newer[0]["buttons"] == [{"title": "Thanks", "payload": "/thank"}]
+    assert await history(client, sender, after=pushed) == []
+    assert [m["text"] for m in await history(client, sender, after=0)][-1] == newer[0]["text"]
+
+
+async def test_history_after_pages_forward_with_limit(client):
+    """With limit, after= gives the oldest of the newer messages first, so the page can catch up in steps."""
+    sender = new_sender()
+    ids = [push(client, sender, f"news {n}") for n in range(5)]
+    first = await history(client, sender, after=0, limit=2)
+    assert [m["text"] for m in first] == ["news 0", "news 1"]
+    rest = await history(client, sender, after=first[-1]["id"], limit=10)
+    assert [m["id"] for m in rest] == ids[2:]
+
+
+async def test_history_after_keeps_conversations_apart(client):
+    """A message pushed to one champion never shows in another's history."""
+    mine, theirs = new_sender(), new_sender()
+    await post(client, sender_id=theirs, text="hello")
+    push(client, mine, "for me only")
+    assert await history(client, theirs, after=0) == (await history(client, theirs))
+    assert "for me only" not in [m["text"] for m in await history(client, theirs, after=0)]
+    assert await history(client, new_sender(), after=0) == []
+
+
+async def test_history_after_on_sqlite_and_postgresql(app_settings, fake_rasa, database_url):
+    """The page's "anything new?" query gives the same answers on both databases."""
+    settings = dataclasses.replace(app_settings, rasa_url=fake_rasa.url, database_url=database_url)
+    sender = new_sender()
+    async with TestClient(TestServer(build_app(settings))) as test_client:
+        _, body = await post(test_client, sender_id=sender, text="hello")
+        pushed = push(test_client, sender, "Meeting moved to 3pm")
+        newer = await history(test_client, sender, after=body["messages"][-1]["id"])
+        assert [(m["id"], m["text"]) for m in newer] == [(pushed, "Meeting moved to 3pm")]
+        assert [m["id"] for m in await history(test_client, sender, after=body["id"], limit=1)] == [
+            body["messages"][0]["id"]]
+
+
+# --- the organisation question on a first visit --------------------------------------------------
+
+
+async def test_interface_offers_the_organisation_question(client):
+    """The first visit asks which organisation they volunteer with: the assistant's wording, the file's choices."""
+    body = await (await client.get("/api/interface")).json()
+    question = body["organisation_question"]
+    assert question["text"] == load_question_text() and question["text"]
+    assert question["buttons"] == load_organisations(client.server.app[SETTINGS].organisations_file).buttons()
+    assert question["buttons"][0] == {"title": "Leeds", "payload": '/choose_organisation{"organisation":"leeds"}'}
+
+
+@pytest.mark.parametrize("content", ["organisations: []\nchoices: {other: Not listed, skip: Not now}\n",
+                                     "organisations: [\n", None])
+async def test_no_organisation_question_without_organisations(app_settings, tmp_path, content):
+    """No organisations configured (or a broken or missing file): no question, and the page still works."""
+    path = tmp_path / "organisations.yml"
+    if content is not None:
+        path.write_text(content)
+    settings = dataclasses.replace(app_settings, organisations_file=path)
+    async with TestClient(TestServer(build_app(settings))) as test_client:
+        response = await test_client.get("/api/interface")
+        assert response.status == 200
+        assert (await response.json())["organisation_question"] is None
+
+
 # --- Rasa trouble -------------------------------------------------------------------------------
 
 
@@ -273,7 +377,7 @@ async def test_rasa_down_gives_trouble_reply_and_keeps_message(app_settings):
     async with TestClient(TestServer(build_app(app_settings))) as client:
         status, body = await post(client, sender_id=sender, text="is anyone there?")
         assert status == 200
-        assert body["messages"] == [{"text": WORDING["trouble"], "buttons": []}]
+        assert without_ids(body["messages"]) == [{"text": WORDING["trouble"], "buttons": []}]
         assert body["reason"] == "rasa_unavailable"
         stored = await history(client, sender)
     assert (stored[0]["direction"], stored[0]["text"]) == ("in", "is anyone there?")
@@ -296,14 +400,14 @@ async def test_rasa_saying_nothing_gets_no_reply_wording(client, fake_rasa):
     """An empty answer from Rasa still gives the champion something to read."""
     fake_rasa.mode = "empty"
     _, body = await post(client, sender_id=new_sender(), text="hello")
-    assert body["messages"] == [{"text": WORDING["no_reply"], "buttons": []}]
+    assert without_ids(body["messages"]) == [{"text": WORDING["no_reply"], "buttons": []}]
 
 
 async def test_malformed_rasa_items_are_filtered(client, fake_rasa):
     """Only text and well-formed buttons of Rasa's answer reach the page."""
     fake_rasa.mode = "odd"
     _, body = await post(client, sender_id=new_sender(), text="hello")
-    assert body["messages"] == [{"text": "Kept", "buttons": [{"title": "Ok", "payload": "/ok"}]}]
+    assert without_ids(body["messages"]) == [{"text": "Kept", "buttons": [{"title": "Ok", "payload": "/ok"}]}]
 
 
 async def test_history_survives_restart(app_settings, fake_rasa):

@@ -1,14 +1,22 @@
 /* The co-production companion's chat page.
  * Every piece of text is put on the page with textContent (never innerHTML),
- * so anything a person or the assistant writes shows as plain text. */
+ * so anything a person or the assistant writes shows as plain text.
+ * While the page is visible it asks every few seconds for messages stored since
+ * the last one it has (GET /api/history?after=<id>): messages the assistant sends
+ * on its own, such as the engagement team's news, appear without a reload. */
 (function () {
   "use strict";
 
   var STORAGE_KEY = "coproduction-companion.sender-id";
+  // How often to look for new messages while the page is visible, and the longest wait after failures.
+  var POLL_MS = 3000;
+  var MAX_POLL_MS = 60000;
+  var POLL_LIMIT = 100;
   // Used only until GET /api/interface answers (wording lives in knowledge/interface.yml).
   var page = {
     you: "You said:",
     companion: "Companion said:",
+    new_message: "New message:",
     choices_label: "Suggested replies",
     offline: "Sorry, I can't connect just now. Please check your internet connection and try again.",
     welcome: "",
@@ -21,6 +29,15 @@
   var input = document.getElementById("message");
   var busy = false;
   var senderId = loadSenderId();
+  // The highest message id fetched from the server so far; ids of messages already on the page
+  // from a POST reply (the next poll skips them); a counter that changes whenever a send starts.
+  var cursor = 0;
+  var shownIds = {};
+  var sends = 0;
+  var pollTimer = null;
+  var pollDelay = POLL_MS;
+  var polling = false;
+  var ready = false;
 
   function randomId() {
     var c = window.crypto;
@@ -90,12 +107,12 @@
     });
   }
 
-  function addMessage(direction, text, buttons, showChoices) {
+  function addMessage(direction, text, buttons, showChoices, label) {
     var item = document.createElement("div");
     item.className = "msg msg--" + (direction === "in" ? "in" : "out");
     var who = document.createElement("span");
     who.className = "visually-hidden";
-    who.textContent = direction === "in" ? page.you : page.companion;
+    who.textContent = label || (direction === "in" ? page.you : page.companion);
     var body = document.createElement("p");
     body.className = "msg__text";
     body.textContent = text;
@@ -161,6 +178,7 @@
       resizeInput();
     }
     setTyping(true);
+    sends += 1;
     body.sender_id = senderId;
     fetch("/api/messages", {
       method: "POST",
@@ -176,7 +194,11 @@
         if (draft !== undefined) { input.value = draft; resizeInput(); }
       }
       if (!messages.length) { messages = [{ text: page.offline, buttons: [] }]; }
-      messages.forEach(function (m) { addMessage("out", String(m.text || ""), m.buttons); });
+      if (data && isId(data.id)) { shownIds[data.id] = true; }
+      messages.forEach(function (m) {
+        if (isId(m.id)) { shownIds[m.id] = true; }
+        addMessage("out", String(m.text || ""), m.buttons);
+      });
     }).catch(function () {
       if (bubble) { bubble.parentNode.removeChild(bubble); }
       if (draft !== undefined) { input.value = draft; resizeInput(); }
@@ -185,12 +207,73 @@
       setTyping(false);
       busy = false;
       focusInput();
+      schedulePoll(0);  // anything sent to us meanwhile shows straight after the reply
     });
   }
 
-  function showWelcome() {
+  function isId(value) {
+    return typeof value === "number" && isFinite(value) && value > 0;
+  }
+
+  // --- messages stored since the page last looked (pushed by the assistant) -------------------
+
+  function showNew(messages) {
+    messages.forEach(function (m) {
+      if (!m || !isId(m.id)) { return; }
+      if (m.id > cursor) { cursor = m.id; }
+      if (shownIds[m.id]) { delete shownIds[m.id]; return; }
+      var buttons = Array.isArray(m.buttons) ? m.buttons : [];
+      if (buttons.some(function (b) { return b && !b.url; })) { removeChoices(); }
+      // The transcript is a polite live region: screen readers read the new message out.
+      addMessage(m.direction, String(m.text || ""), buttons, true, m.direction === "in" ? null : page.new_message);
+    });
+  }
+
+  function poll() {
+    pollTimer = null;
+    if (!ready || busy || polling || document.hidden) { return; }
+    polling = true;
+    var started = sends;
+    fetch("/api/history?sender_id=" + encodeURIComponent(senderId) + "&after=" + cursor + "&limit=" + POLL_LIMIT)
+      .then(function (response) {
+        if (!response.ok) { throw new Error("history " + response.status); }
+        return response.json();
+      })
+      .then(function (data) {
+        polling = false;
+        pollDelay = POLL_MS;
+        // A send started meanwhile: its messages may be in this answer before their ids are known.
+        if (busy || started !== sends) { schedulePoll(0); return; }
+        var messages = Array.isArray(data.messages) ? data.messages : [];
+        showNew(messages);
+        schedulePoll(messages.length >= POLL_LIMIT ? 0 : pollDelay);
+      })
+      .catch(function () {
+        // Offline or the server is restarting: try again later, more and more slowly, quietly.
+        polling = false;
+        pollDelay = Math.min(pollDelay * 2, MAX_POLL_MS);
+        schedulePoll(pollDelay);
+      });
+  }
+
+  function schedulePoll(delay) {
+    if (pollTimer !== null) { window.clearTimeout(pollTimer); }
+    pollTimer = window.setTimeout(poll, delay);
+  }
+
+  function pollNow() {
+    if (document.hidden) { return; }
+    pollDelay = POLL_MS;
+    schedulePoll(0);
+  }
+
+  function showWelcome(question) {
     if (page.welcome) {
       addMessage("out", page.welcome, Array.isArray(page.welcome_buttons) ? page.welcome_buttons : []);
+    }
+    // First visit: which organisation do they volunteer with? (Asked once; they can skip it.)
+    if (question && typeof question.text === "string" && question.text && Array.isArray(question.buttons)) {
+      addMessage("out", question.text, question.buttons);
     }
   }
 
@@ -204,8 +287,11 @@
   function loadWording() {
     return fetch("/api/interface")
       .then(function (response) { return response.ok ? response.json() : {}; })
-      .then(function (data) { applyPageWording(data.page || {}); })
-      .catch(function () { /* keep the wording already on the page */ });
+      .then(function (data) {
+        applyPageWording(data.page || {});
+        return data.organisation_question || null;
+      })
+      .catch(function () { return null; /* keep the wording already on the page */ });
   }
 
   form.addEventListener("submit", function (event) {
@@ -228,19 +314,26 @@
 
   busy = true;
   setTyping(false);
+  document.addEventListener("visibilitychange", pollNow);
+  window.addEventListener("focus", pollNow);
+  window.addEventListener("online", pollNow);
+
   Promise.all([loadWording(), loadHistory()]).then(function (results) {
     var history = results[1];
     if (!history.length) {
-      showWelcome();
+      showWelcome(results[0]);
     }
     var lastIn = -1;
     history.forEach(function (m, i) { if (m.direction === "in") { lastIn = i; } });
     history.forEach(function (m, i) {
+      if (isId(m.id) && m.id > cursor) { cursor = m.id; }
       // Only the latest reply keeps its buttons: older ones no longer fit the conversation.
       addMessage(m.direction, String(m.text || ""), m.buttons, i > lastIn);
     });
     busy = false;
+    ready = true;
     document.body.setAttribute("data-ready", "true");
     scrollToEnd();
+    schedulePoll(POLL_MS);
   });
 }());
