@@ -2,7 +2,8 @@
 
 Prints the time from the courier's start to the last message recorded as sent, and that as a
 fraction of the limit's minimum (1,000 / 30 s); target at least 90 %. Also checks that every
-chat got exactly one message and counts the fake's 429 answers.
+chat got exactly one message and counts the fake's 429 answers. The fake runs in its own
+process (``python -m bench.fake_telegram``), as Telegram is a server of its own.
 
     python -m bench.delivery [--chats 1000] [--database-url URL]
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from bench.fake_telegram import FakeTelegram  # noqa: E402
+from bench.fake_telegram import DEFAULT_TOKEN  # noqa: E402
 
 FIRST_CHAT = 100000
 TEXT = (
@@ -117,11 +121,73 @@ async def run_courier(database_url: str, settings: Any, timeout: float = 600.0) 
         engine.dispose()
 
 
-def tally(fake: FakeTelegram, chats: int, first_chat: int = FIRST_CHAT) -> tuple:
-    """(chats that got more than one message: extra messages, chats that got none)."""
-    duplicates = sum(max(0, len(fake.messages_for(first_chat + n)) - 1) for n in range(chats))
-    missing = sum(1 for n in range(chats) if not fake.messages_for(first_chat + n))
-    return duplicates, missing
+class FakeTelegramProcess:
+    """bench/fake_telegram.py as a separate process on a free loopback port, read through /_fake/."""
+
+    def __init__(self, max_per_second: int = 30, per_chat_seconds: float = 1.0) -> None:
+        """Limits the fake enforces (429 with retry_after beyond them)."""
+        self.max_per_second, self.per_chat_seconds = max_per_second, per_chat_seconds
+        self.token = DEFAULT_TOKEN
+        self.port = 0
+        self._process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        """The server's root URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The base URL to give python-telegram-bot."""
+        return f"{self.url}/bot"
+
+    async def _get(self, path: str) -> Any:
+        """GET a control endpoint's JSON."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{self.url}{path}") as response:
+                return await response.json()
+
+    async def stats(self) -> Dict[str, Any]:
+        """The fake's counters."""
+        return await self._get("/_fake/stats")
+
+    async def per_chat(self) -> Dict[int, int]:
+        """How many messages each chat received."""
+        counts: Dict[int, int] = {}
+        for message in await self._get("/_fake/sent"):
+            counts[message["chat_id"]] = counts.get(message["chat_id"], 0) + 1
+        return counts
+
+    async def __aenter__(self) -> "FakeTelegramProcess":
+        """Start the fake and wait until it answers."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.fake_telegram", "--port", str(self.port),
+             "--max-per-second", str(self.max_per_second), "--per-chat-seconds", str(self.per_chat_seconds)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.stats()
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the fake Telegram server did not start") from None
+                await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        """Stop the fake."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
 
 
 async def measure(chats: int = 1000, database_url: Optional[str] = None, max_per_second: int = 30) -> DeliveryRun:
@@ -136,7 +202,7 @@ async def measure(chats: int = 1000, database_url: Optional[str] = None, max_per
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'app.db'}"
         await asyncio.to_thread(seed, url, chats)
-        async with FakeTelegram(max_per_second=max_per_second, per_chat_seconds=1.0) as fake:
+        async with FakeTelegramProcess(max_per_second=max_per_second, per_chat_seconds=1.0) as fake:
             settings = load_settings(
                 {"DATA_DIR": tmp, "DATABASE_URL": url, "TELEGRAM_BOT_TOKEN": fake.token,
                  "TELEGRAM_API_BASE_URL": fake.base_url, "TELEGRAM_MAX_PER_SECOND": str(max_per_second),
@@ -153,11 +219,15 @@ async def measure(chats: int = 1000, database_url: Optional[str] = None, max_per
                 statuses = OutboxRepository(make_session_factory(engine)).counts()
             finally:
                 engine.dispose()
-            duplicates, missing = tally(fake, chats)
+            per_chat = await fake.per_chat()
+            received = [per_chat.get(FIRST_CHAT + n, 0) for n in range(chats)]
+            stats = await fake.stats()
             return DeliveryRun(
                 chats=chats, seconds=seconds, max_per_second=max_per_second, statuses=statuses,
-                too_many_requests=fake.too_many_requests, duplicates=duplicates, missing=missing,
-                courier=courier, fake_stats=fake.stats(),
+                too_many_requests=stats["too_many_requests"],
+                duplicates=sum(max(0, count - 1) for count in received),
+                missing=sum(1 for count in received if count == 0),
+                courier=courier, fake_stats=stats,
             )
 
 
