@@ -1,4 +1,4 @@
-"""Start the whole assistant (Rasa, action server, web chat) on free ports, for tests and benchmarks."""
+"""Start the whole assistant (Rasa, action server, web chat, delivery) on free ports, for tests and benchmarks."""
 from __future__ import annotations
 
 import contextlib
@@ -81,9 +81,13 @@ def _write_endpoints(data_dir: Path, action_port: int) -> Path:
 
 @contextlib.contextmanager
 def running_stack(
-    data_dir: Optional[Path] = None, timeout: float = 180.0, with_web: bool = True
+    data_dir: Optional[Path] = None,
+    timeout: float = 180.0,
+    with_web: bool = True,
+    with_delivery: bool = True,
+    extra_env: Optional[Dict[str, str]] = None,
 ) -> Iterator[Stack]:
-    """Start Rasa, the action server and (optionally) the web chat; stop them all on exit."""
+    """Start Rasa, the action server and (optionally) the web chat and delivery; stop them all on exit."""
     if not MODEL.exists():
         raise FileNotFoundError(f"{MODEL} is missing: run scripts/train.sh first")
     owned_tmp = None
@@ -93,7 +97,9 @@ def running_stack(
     data_dir.mkdir(parents=True, exist_ok=True)
     rasa_port, action_port, web_port = free_port(), free_port(), free_port()
     endpoints = _write_endpoints(data_dir, action_port)
-    env = dict(os.environ, SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONPATH=str(ROOT))
+    # Never the real Telegram from a test stack: a token comes only through extra_env.
+    env = dict(os.environ, SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONPATH=str(ROOT), TELEGRAM_BOT_TOKEN="")
+    env.update(extra_env or {})
     logs: List = []
     commands = {
         "rasa": [str(VENV_BIN / "python"), "-m", "components.rasa_server", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
@@ -104,13 +110,19 @@ def running_stack(
     }
     database_url = f"sqlite:///{data_dir / 'app.db'}"
     env.update(DATA_DIR=str(data_dir), DATABASE_URL=database_url)
-    extra_env = {"actions": {"SANIC_HOST": "127.0.0.1"}, "rasa": {}, "web": {
-        "WEB_PORT": str(web_port), "WEB_HOST": "127.0.0.1", "RASA_URL": f"http://127.0.0.1:{rasa_port}",
-    }}
+    rasa_url = f"http://127.0.0.1:{rasa_port}"
+    process_env = {
+        "actions": {"SANIC_HOST": "127.0.0.1"},
+        "rasa": {},
+        "web": {"WEB_PORT": str(web_port), "WEB_HOST": "127.0.0.1", "RASA_URL": rasa_url},
+        "delivery": {"RASA_URL": rasa_url},
+    }
     subprocess.run([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     if with_web:
         commands["web"] = [str(VENV_BIN / "python"), "-m", "bot.web"]
+    if with_delivery:
+        commands["delivery"] = [str(VENV_BIN / "python"), "-m", "bot.delivery"]
     stack = Stack(
         rasa_url=f"http://127.0.0.1:{rasa_port}",
         action_url=f"http://127.0.0.1:{action_port}",
@@ -123,7 +135,7 @@ def running_stack(
             log = open(data_dir / f"{name}.log", "wb")
             logs.append(log)
             stack.processes[name] = subprocess.Popen(
-                cmd, cwd=ROOT, env={**env, **extra_env[name]}, stdout=log, stderr=subprocess.STDOUT,
+                cmd, cwd=ROOT, env={**env, **process_env[name]}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = started + timeout

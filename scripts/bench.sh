@@ -7,3 +7,5 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(date -
 .venv/bin/python bench/nlu_accuracy.py
 .venv/bin/python bench/train_time.py
 .venv/bin/python bench/latency.py
+.venv/bin/python -m bench.delivery
+.venv/bin/python bench/reminders.py
