@@ -92,8 +92,9 @@ async def run_courier(database_url: str, settings: Any, timeout: float = 600.0) 
     """Run a courier as the delivery process does (its ExtBot and rate limiter, real rendering)
     until nothing is pending; return it (its stats)."""
     from bot.db import make_engine, make_session_factory
-    from bot.delivery import Courier, TelegramSender, WebSender, make_bot
+    from bot.delivery import Courier, TelegramSender, WebSender
     from bot.outbox import OutboxRepository
+    from bot.telegram_limits import make_bot
 
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)

@@ -65,7 +65,9 @@ class DeliveryAttempt(Base):
     outbound_id = Column(
         Integer, ForeignKey("outbound_messages.id", ondelete="CASCADE"), nullable=False
     )
-    # "sent", "retry" (429 or network trouble), "failed" (will not be retried), "interrupted".
+    # bot.outbox's OUTCOME_*: "sent", "retry" (429 or network trouble: queued again), "failed"
+    # (will not be retried), "skipped" (left unsent on purpose, e.g. opted out), "interrupted"
+    # (the courier stopped or died before recording the outcome: queued again).
     outcome = Column(String(16), nullable=False)
     detail = Column(String(500), nullable=True)
     at = Column(DateTime(timezone=True), nullable=False, default=utcnow)

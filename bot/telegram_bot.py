@@ -21,7 +21,6 @@ from telegram import BotCommand, ChatMember, LinkPreviewOptions, Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError, TimedOut
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     BaseUpdateProcessor,
@@ -33,7 +32,6 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 
 from bot.models import DIRECTION_IN, DIRECTION_OUT, Champion
 from bot.repository import ChatRepository
@@ -46,6 +44,7 @@ from bot.telegram_format import (
     render,
     utf16_len,
 )
+from bot.telegram_limits import make_bot
 from bot.web import _rasa_messages as rasa_messages  # the web chat's reading of Rasa's replies
 from bot.web import clean_text
 
@@ -59,9 +58,8 @@ HELP_PAYLOAD = "/help"
 BLOCKED_REASON = "blocked the bot"
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.MY_CHAT_MEMBER]
 POLL_TIMEOUT = 10  # seconds a getUpdates long poll waits
-REPLY_RETRIES = 3  # retries after a 429 for a reply (python-telegram-bot's rate limiter waits retry_after)
+REPLY_RETRIES = 3  # retries after a 429 for a reply (the shared rate limiter waits retry_after first)
 MAX_CONCURRENT_UPDATES = 64
-PACING = 1.05  # send overall at 1/1.05 of TELEGRAM_MAX_PER_SECOND (see make_bot)
 TELEGRAM_MAX_TEXT = 4096
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 SERVICES_KEY = "companion"
@@ -450,31 +448,6 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 # --- building and running ---------------------------------------------------------------------
-
-
-def make_bot(settings: Settings, *, max_retries: int = 0) -> ExtBot:
-    """A Bot with python-telegram-bot's AIORateLimiter set to Telegram's limits, to share between
-    the Telegram application and the delivery layer (one bot, one rate limiter)."""
-    if not settings.telegram_bot_token:
-        raise TelegramSetupError("TELEGRAM_BOT_TOKEN is not set")
-    # One message at a time, 5 % slower than the limit, rather than bursts of `rate` a second: a
-    # leaky bucket that lets a second's worth through at once breaks "30 in any one second" as
-    # Telegram counts it. Against bench/fake_telegram.py, 300 sends to different chats: bursts got
-    # ~50 % 429s (21/s); paced at exactly the limit, a 429 now and then, each cascading, because
-    # the rate limiter holds everyone back and then lets them go together; paced 5 % under, none
-    # in 10 runs at 27.5/s (92 % of 30/s).
-    limiter = AIORateLimiter(
-        overall_max_rate=1,
-        overall_time_period=PACING / settings.telegram_max_per_second,
-        max_retries=max_retries,
-    )
-    return ExtBot(
-        settings.telegram_bot_token,
-        base_url=settings.telegram_api_base_url,
-        request=HTTPXRequest(connection_pool_size=64),
-        get_updates_request=HTTPXRequest(connection_pool_size=2),
-        rate_limiter=limiter,
-    )
 
 
 def build_application(

@@ -10,11 +10,12 @@ from telegram.ext import ExtBot
 
 from bench.fake_telegram import FakeTelegram
 from bot.db import make_engine, make_session_factory, migrate
-from bot.delivery import Courier, Pacer, TelegramRateLimiter, TelegramSender, WebSender
+from bot.delivery import Courier, TelegramSender, WebSender
 from bot.models import Champion
 from bot.outbox import OutboxRepository
 from bot.repository import ChatRepository
 from bot.settings import load_settings
+from bot.telegram_limits import Pacer, TelegramRateLimiter
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from bot.telegram_bot import (
     BLOCKED_REASON,
     TelegramSetupError,
     build_application,
-    make_bot,
     start_telegram,
     stop_telegram,
 )
 from bot.telegram_format import load_wording, utf16_len
+from bot.telegram_limits import make_bot
 
 WORDING = load_wording()["replies"]
 NO_RASA = "http://127.0.0.1:9"  # nothing listens there
@@ -256,21 +256,35 @@ async def test_bad_input_gets_a_clear_reply_and_is_not_sent_to_rasa(running, fak
     assert trouble.plain == WORDING["trouble"]
 
 
-async def test_replies_wait_out_telegrams_flood_limit(running) -> None:
-    """With Telegram's one-message-a-second-per-chat limit, a two-part answer is retried after the 429, not lost."""
-    h = await running(per_chat_max=1)
+async def _two_part_answers(h: Harness) -> List[List[Any]]:
+    """Five chats each ask at once for an answer that comes in two parts; return what each got."""
     results = await asyncio.gather(*(
         h.say(h.fake.text_update(8000 + n, f"hi {n}"), 8000 + n, expect=2, timeout=15) for n in range(5)
     ))
     assert [[m.plain for m in messages] for messages in results] == [
         [f"You said: hi {n}", "Anything else?"] for n in range(5)
     ]
+    return results
+
+
+async def test_replies_keep_telegrams_per_chat_limit(running) -> None:
+    """With Telegram's one-message-a-second-per-chat limit, a two-part answer's parts go a second apart: no 429."""
+    h = await running(per_chat_max=1)
+    for first, second in await _two_part_answers(h):
+        assert second.at - first.at >= 1.0
+    assert h.fake.too_many_requests == 0
+
+
+async def test_replies_wait_out_telegrams_flood_limit(running) -> None:
+    """When Telegram is stricter than its published limit, a two-part answer is retried after the 429, not lost."""
+    h = await running(per_chat_max=1, per_chat_seconds=2.0)
+    await _two_part_answers(h)
     assert h.fake.too_many_requests >= 1
 
 
 async def test_the_shared_bot_paces_sends_under_telegrams_overall_limit(tmp_path) -> None:
-    """make_bot's rate limiter sends a burst of 90 messages to different chats at just under 30 a
-    second: each arrives once, and Telegram's limit is (all but) never hit."""
+    """bot.telegram_limits.make_bot's rate limiter sends a burst of 90 messages to different chats
+    at 30 a second, evenly spaced: each arrives once, and Telegram's limit is (all but) never hit."""
     async with FakeTelegram() as fake:
         bot = make_bot(_settings(tmp_path, fake, NO_RASA), max_retries=3)
         async with bot:
