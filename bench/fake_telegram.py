@@ -8,7 +8,8 @@ In-process::
         ...
         assert [m.text for m in fake.messages_for(42)] == [...]
 
-Standalone: ``python -m bench.fake_telegram --port 8081`` (control endpoints under /_fake/).
+Standalone: ``python -m bench.fake_telegram --port 8081`` (control endpoints under /_fake/: stats,
+sent, updates, user/text, user/tap, callback_answers, block, fail, reset).
 
 It speaks the HTTP side of the Bot API as python-telegram-bot sends it (form-encoded or
 multipart bodies whose non-string values are JSON-encoded; JSON bodies work too), enforces
@@ -434,6 +435,9 @@ class FakeTelegram:
         app.router.add_get("/_fake/stats", self._control_stats)
         app.router.add_get("/_fake/sent", self._control_sent)
         app.router.add_post("/_fake/updates", self._control_push)
+        app.router.add_post("/_fake/user/text", self._control_user_text)
+        app.router.add_post("/_fake/user/tap", self._control_user_tap)
+        app.router.add_get("/_fake/callback_answers", self._control_callback_answers)
         app.router.add_post("/_fake/block", self._control_block)
         app.router.add_post("/_fake/fail", self._control_fail)
         app.router.add_post("/_fake/reset", self._control_reset)
@@ -818,6 +822,25 @@ class FakeTelegram:
         body = await request.json()
         updates = body if isinstance(body, list) else [body]
         return web.json_response([self.push_update(u) for u in updates])
+
+    async def _control_user_text(self, request: web.Request) -> web.Response:
+        """POST /_fake/user/text {"chat_id": N, "text": "..."}: the user types text (or a /command)."""
+        body = await request.json()
+        update = self.text_update(int(body["chat_id"]), str(body["text"]), first_name=body.get("first_name", "Sam"))
+        return web.json_response(self.push_update(update))
+
+    async def _control_user_tap(self, request: web.Request) -> web.Response:
+        """POST /_fake/user/tap {"chat_id": N, "data": "...", "message_id": M|null}: the user taps an
+        inline button under the bot's message M (default: the latest one sent to the chat)."""
+        body = await request.json()
+        update = self.callback_update(
+            int(body["chat_id"]), str(body["data"]), body.get("message_id"), first_name=body.get("first_name", "Sam")
+        )
+        return web.json_response(self.push_update(update))
+
+    async def _control_callback_answers(self, request: web.Request) -> web.Response:
+        """GET /_fake/callback_answers: every answerCallbackQuery, and the queries still unanswered."""
+        return web.json_response({"answers": self.callback_answers, "open": sorted(self._open_callbacks)})
 
     async def _control_block(self, request: web.Request) -> web.Response:
         """POST /_fake/block {"chat_id": N, "blocked": true}."""
