@@ -36,8 +36,8 @@ from bot.plans import (
     load_content,
     plan_lines,
     shorten,
-    split_sender,
 )
+from bot.sender_ids import split_sender
 
 log = logging.getLogger(__name__)
 

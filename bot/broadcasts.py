@@ -26,6 +26,7 @@ from bot.delivery_models import (
 )
 from bot.groups import GroupRepository, TeamInputError, as_utc, clean_text
 from bot.models import Champion, utcnow
+from bot.sender_ids import DELIVERABLE_CHANNELS
 from bot.team_auth import require
 from bot.team_models import Broadcast, Group, GroupMember
 
@@ -123,7 +124,9 @@ def _recipients(
     session: Session, kind: str, group_id: Optional[int], champion_id: Optional[int]
 ) -> List[Tuple[int, str, bool, bool]]:
     """(champion id, channel, opted out?, unreachable?) for everyone the target covers, by id."""
-    query = select(Champion.id, Champion.channel, Champion.opted_out_at, Champion.unreachable_at)
+    query = select(Champion.id, Champion.channel, Champion.opted_out_at, Champion.unreachable_at).where(
+        Champion.channel.in_(DELIVERABLE_CHANNELS)  # not `rasa shell` or test senders
+    )
     if kind == "group":
         if group_id is None:
             return []

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.models import Champion, utcnow
 from bot.plan_models import PROJECT_ABOUT_MAX, PROJECT_NAME_MAX, Project, StepAnswer
 from bot.repository import ChatRepository
+from bot.sender_ids import split_sender
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_FILE = ROOT / "knowledge" / "five_steps.yml"
@@ -24,8 +25,6 @@ CONTENT_FILE = ROOT / "knowledge" / "five_steps.yml"
 KINDS = ("text", "choice", "multi", "yes_no")
 # Where a question's answer is kept for choice questions: option values joined by this.
 VALUE_SEPARATOR = ","
-# Champions on a channel without a "<channel>-" prefix in their Rasa sender id (e.g. `rasa shell`).
-DEFAULT_CHANNEL = "rasa"
 _KEEP = object()
 
 
@@ -320,17 +319,6 @@ def join_reasons(reasons: Sequence[str], conjunction: str = "and") -> str:
     if len(reasons) <= 1:
         return "".join(reasons)
     return ", ".join(reasons[:-1]) + f" {conjunction} " + reasons[-1]
-
-
-# --- who is who ---------------------------------------------------------------------------------
-
-
-def split_sender(sender_id: str) -> Tuple[str, str]:
-    """(channel, external id) from a Rasa sender id: "web-1a2b" → ("web", "1a2b")."""
-    channel, sep, external = (sender_id or "").partition("-")
-    if sep and channel and external and channel.isalnum() and len(channel) <= 32:
-        return channel.lower(), external
-    return DEFAULT_CHANNEL, sender_id or "unknown"
 
 
 # --- storage ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from telegram.ext import (
 
 from bot.models import DIRECTION_IN, DIRECTION_OUT, Champion
 from bot.repository import ChatRepository
+from bot.sender_ids import sender_id
 from bot.settings import Settings
 from bot.telegram_format import (
     PARSE_MODE,
@@ -51,7 +52,6 @@ from bot.web import clean_text
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
-SENDER_PREFIX = "tg-"
 # Rasa intents the commands start (domain/basics.yml).
 GREET_PAYLOAD = "/greet"
 HELP_PAYLOAD = "/help"
@@ -178,7 +178,7 @@ async def rasa_replies(services: Services, chat_id: int, message: str) -> Option
     try:
         async with services.http().post(
             f"{services.rasa_url}/webhooks/rest/webhook",
-            json={"sender": f"{SENDER_PREFIX}{chat_id}", "message": message},
+            json={"sender": sender_id(CHANNEL, str(chat_id)), "message": message},
         ) as response:
             if response.status != 200:
                 raise aiohttp.ClientResponseError(

@@ -20,8 +20,8 @@ from bot.plans import (
     load_content,
     parse_content,
     plan_markdown,
-    split_sender,
 )
+from bot.sender_ids import split_sender
 
 CONTENT = load_content()
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_migration_goes_down_to_the_chat_tables_and_up_again(database_url):
 def test_sender_ids_map_to_channel_and_id():
     """web-<uuid> is the web chat's champion; tg-<chat id> a Telegram one; anything else is "rasa"."""
     assert split_sender("web-3f2a-9c1e") == ("web", "3f2a-9c1e")
-    assert split_sender("tg-12345") == ("tg", "12345")
+    assert split_sender("tg-12345") == ("telegram", "12345")
     assert split_sender("default") == ("rasa", "default")
     assert split_sender("-odd") == ("rasa", "-odd")
 

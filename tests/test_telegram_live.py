@@ -320,11 +320,6 @@ def test_a_broadcast_reaches_everyone_who_has_not_said_stop_exactly_once(live: L
     assert live.bad_requests() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/plans.py split_sender() maps Rasa sender 'tg-<chat id>' to channel 'tg', not 'telegram' "
-           "(actions/champions.py maps it): action_offer_resume on /start makes a second champion per chat",
-)
 def test_each_telegram_chat_is_one_champion(live: Live) -> None:
     """The team's champion list shows each Telegram chat once (no twin that missed the /stop)."""
     listing = live.team("champion", "list")
