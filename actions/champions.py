@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Text, Tuple
+from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
@@ -30,14 +30,11 @@ from bot.organisations import (
     OrganisationRecorder,
 )
 from bot.repository import ChatRepository
+from bot.sender_ids import split_sender
 
 log = logging.getLogger(__name__)
 
 ASKED_SLOT = "organisation_asked"
-# Rasa sender ids are "<channel>-<external id>"; the app database names some channels in full.
-CHANNEL_NAMES = {"tg": "telegram"}
-DEFAULT_CHANNEL = "web"
-EXTERNAL_ID_MAX = 128
 # Replies that put the organisation question (with its buttons) to the champion.
 QUESTIONS = ("utter_ask_organisation", "utter_ask_organisation_change", "utter_organisation_not_found")
 SKIP_INTENT = "skip_organisation"
@@ -87,15 +84,6 @@ def directory() -> Optional[Directory]:
     except (OSError, OrganisationError):
         log.exception("the organisations file %s can't be used", path)
         return None
-
-
-def split_sender(sender_id: Optional[str]) -> Tuple[str, str]:
-    """(channel, external id) as the app database keeps them: "tg-42" → ("telegram", "42")."""
-    channel, sep, external = (sender_id or "").partition("-")
-    if sep and channel and external and channel.isalnum() and len(channel) <= 32:
-        channel = channel.lower()
-        return CHANNEL_NAMES.get(channel, channel), external[:EXTERNAL_ID_MAX]
-    return DEFAULT_CHANNEL, (sender_id or "unknown")[:EXTERNAL_ID_MAX]
 
 
 def champion_for(tracker: Tracker) -> Champion:
