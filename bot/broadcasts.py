@@ -24,9 +24,10 @@ from bot.delivery_models import (
     DeliveryAttempt,
     OutboundMessage,
 )
-from bot.groups import GroupRepository, TeamInputError, as_utc, clean_text
+from bot.groups import GroupRepository, TeamInputError, as_utc
 from bot.models import Champion, utcnow
 from bot.sender_ids import DELIVERABLE_CHANNELS
+from bot.text import clean_text
 from bot.team_auth import require
 from bot.team_models import Broadcast, Group, GroupMember
 

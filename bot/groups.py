@@ -1,8 +1,6 @@
 """Groups of champions (organisation, cohort, project) kept by the engagement team, and champion look-ups."""
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -13,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import Champion, utcnow
 from bot.team_auth import require
+from bot.text import clean_text
 from bot.team_models import GROUP_KINDS, Group, GroupMember
 
 GROUP_NAME_MAX = 120  # groups.name is String(120)
@@ -23,24 +22,6 @@ class TeamInputError(ValueError):
 
 
 # --- cleaning what the team types ---------------------------------------------------------------
-
-
-def clean_text(text: str, *, multiline: bool) -> str:
-    """text without control characters (newlines and tabs kept when multiline), trimmed."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
-    kept = []
-    for char in text:
-        category = unicodedata.category(char)
-        if char in "\n\t":
-            kept.append(char if multiline else " ")
-        elif category in ("Cc", "Cs"):  # control characters, and lone surrogates from bad bytes
-            continue
-        else:
-            kept.append(char)
-    cleaned = "".join(kept)
-    if not multiline:
-        cleaned = re.sub(r"\s+", " ", cleaned)
-    return cleaned.strip()
 
 
 def clean_kind(kind: str) -> str:

@@ -35,8 +35,10 @@ from telegram.ext import (
 
 from bot.models import DIRECTION_IN, DIRECTION_OUT, Champion
 from bot.repository import ChatRepository
+from bot.rasa_replies import rasa_messages
 from bot.sender_ids import sender_id
 from bot.settings import Settings
+from bot.text import clean_text
 from bot.telegram_format import (
     PARSE_MODE,
     CallbackRepository,
@@ -46,8 +48,6 @@ from bot.telegram_format import (
     utf16_len,
 )
 from bot.telegram_limits import make_bot
-from bot.web import _rasa_messages as rasa_messages  # the web chat's reading of Rasa's replies
-from bot.web import clean_text
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ import asyncio
 import json
 import logging
 import re
-import unicodedata
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import aiohttp
 import yaml
@@ -20,9 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
 from bot.organisations import DirectoryCache, OrganisationError
-from bot.plan_download import PATH as PLAN_PATH, add_plan_routes
+from bot.plan_download import add_plan_routes
+from bot.rasa_replies import rasa_messages, reply
 from bot.repository import ChatRepository
 from bot.settings import ROOT, Settings, load_settings
+from bot.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +73,9 @@ def load_interface(path: Path = INTERFACE_FILE) -> Dict[str, Any]:
     return data
 
 
-def clean_text(value: str) -> str:
-    """Normalise line breaks, drop control characters (keeping newlines and tabs) and trim."""
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
-    kept = [ch for ch in value if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")]
-    return "".join(kept).strip()
-
-
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     """A JSON error body with the given HTTP status."""
     return web.json_response({"error": message, **extra}, status=status)
-
-
-def _reply(text: str, buttons: Optional[List[Dict[str, str]]] = None) -> Dict[str, Any]:
-    """One companion message as the page receives it."""
-    return {"text": text, "buttons": buttons or []}
 
 
 def _rejected(app: web.Application, reason: str, status: int = 200) -> web.Response:
@@ -94,7 +83,7 @@ def _rejected(app: web.Application, reason: str, status: int = 200) -> web.Respo
     wording = app[INTERFACE]["replies"]
     key = {"empty": "empty_message", "too_long": "too_long"}[reason]
     return web.json_response(
-        {"accepted": False, "reason": reason, "messages": [_reply(wording[key])]}, status=status
+        {"accepted": False, "reason": reason, "messages": [reply(wording[key])]}, status=status
     )
 
 
@@ -110,35 +99,6 @@ def _message_json(message: ChatMessage) -> Dict[str, Any]:
         "buttons": message.buttons or [],
         "created_at": created.isoformat() if created else None,
     }
-
-
-# Links a companion message may carry (custom.download from action_show_plan).
-DOWNLOAD_PREFIX = f"{PLAN_PATH}?"
-
-
-def _rasa_messages(data: Any) -> List[Dict[str, Any]]:
-    """Keep the text and well-formed buttons of Rasa's REST reply; skip anything else."""
-    messages = []
-    for item in data if isinstance(data, list) else []:
-        if not isinstance(item, dict):
-            continue
-        text = item.get("text") if isinstance(item.get("text"), str) else ""
-        buttons = []
-        for button in item.get("buttons") or []:
-            if not isinstance(button, dict):
-                continue
-            title, payload = button.get("title"), button.get("payload")
-            if isinstance(title, str) and isinstance(payload, str) and title.strip() and payload.strip():
-                buttons.append({"title": title, "payload": payload})
-        download = (item.get("custom") or {}).get("download") if isinstance(item.get("custom"), dict) else None
-        if isinstance(download, dict):
-            url, label = download.get("url"), download.get("label")
-            # Only our own plan download is offered as a link; anything else is dropped.
-            if isinstance(url, str) and url.startswith(DOWNLOAD_PREFIX) and isinstance(label, str) and label.strip():
-                buttons.append({"title": label, "url": url})
-        if text.strip() or buttons:
-            messages.append(_reply(text.strip(), buttons))
-    return messages
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -196,7 +156,7 @@ async def post_message(request: web.Request) -> web.Response:
     except SQLAlchemyError:
         log.exception("could not store an incoming web message")
         return web.json_response(
-            {"accepted": False, "reason": "unavailable", "messages": [_reply(wording["trouble"])]},
+            {"accepted": False, "reason": "unavailable", "messages": [reply(wording["trouble"])]},
             status=503,
         )
 
@@ -210,12 +170,12 @@ async def post_message(request: web.Request) -> web.Response:
                 raise aiohttp.ClientResponseError(
                     response.request_info, (), status=response.status, message="Rasa error"
                 )
-            messages = _rasa_messages(await response.json(content_type=None))
+            messages = rasa_messages(await response.json(content_type=None))
         if not messages:
-            messages = [_reply(wording["no_reply"])]
+            messages = [reply(wording["no_reply"])]
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         log.warning("Rasa did not answer (%s): %s", type(exc).__name__, exc)
-        messages, reason = [_reply(wording["trouble"])], "rasa_unavailable"
+        messages, reason = [reply(wording["trouble"])], "rasa_unavailable"
 
     try:
         for message in messages:
@@ -338,7 +298,7 @@ async def json_errors(request: web.Request, handler):
             raise
         trouble = request.app[INTERFACE]["replies"]["trouble"]
         return web.json_response(
-            {"error": "Internal error.", "messages": [_reply(trouble)]}, status=500
+            {"error": "Internal error.", "messages": [reply(trouble)]}, status=500
         )
 
 

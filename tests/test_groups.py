@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from bot.db import make_session_factory
-from bot.groups import GROUP_NAME_MAX, GroupRepository, TeamInputError, clean_text
+from bot.groups import GROUP_NAME_MAX, GroupRepository, TeamInputError
+from bot.text import clean_text
 from bot.repository import ChatRepository
 from bot.team_auth import NotAuthorised, TeamPass, authorise
 

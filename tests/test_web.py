@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.settings import SettingsError, load_settings
 from bot.models import DIRECTION_OUT
 from bot.organisations import load_organisations
-from bot.web import REPOSITORY, SETTINGS, build_app, clean_text, load_interface, load_question_text
+from bot.text import clean_text
+from bot.web import REPOSITORY, SETTINGS, build_app, load_interface, load_question_text
 
 WORDING = load_interface()["replies"]
 
@@ -466,9 +467,9 @@ async def test_unknown_api_path_is_json_404(client):
 
 async def test_plan_download_link_is_kept_and_foreign_links_dropped():
     """A plan download offered by the assistant reaches the page; any other link is dropped."""
-    from bot.web import _rasa_messages
+    from bot.rasa_replies import rasa_messages
 
-    messages = _rasa_messages([
+    messages = rasa_messages([
         {"text": "Here is your plan.", "custom": {"download": {"url": "/api/plan.md?sender_id=a&project=1",
                                                                "label": "Download my plan"}}},
         {"text": "Elsewhere", "custom": {"download": {"url": "https://evil.example/x", "label": "Click"}}},
