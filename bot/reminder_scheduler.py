@@ -39,7 +39,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery_models import OutboundMessage
 from bot.plan_models import Project, StepAnswer
 from bot.plans import fill, shorten
-from bot.reminder_models import KIND_AFTER_MEETING, KIND_CUSTOM, KIND_DAY_BEFORE, KIND_HOUR_BEFORE
+from bot.reminder_models import KIND_AFTER_MEETING, KIND_CUSTOM, KIND_DAY_BEFORE
 from bot.reminder_times import load_content, say_relative_day, say_starts_in, say_time, snooze_until
 from bot.reminders import DueReminder, ReminderRepository
 

@@ -195,7 +195,6 @@ _NUMBER = r"(?:\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|elev
 _HOUR_WORD = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
 _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "last": -1}
 _MERIDIEM = r"(?P<mer>a\.?\s?m\.?|p\.?\s?m\.?)(?![a-z])"
-_PART_OF_DAY = r"(?P<pod>morning|afternoon|evening|tonight|lunchtime|lunch\s+time|night)"
 _FLAGS = re.IGNORECASE
 
 
@@ -250,7 +249,15 @@ _TIME_NAMED = _re(r"\b(?:at\s+)?(?P<name>noon|midday|mid-day|midnight)\b")
 _TIME_BARE = _re(
     r"\bat\s+(?P<h>" + _HOUR_WORD + r")\b(?!\s*(?:st|nd|rd|th|[/:.-]\d|" + _MONTH + r"\b))"
 )
-_TIME_POD = _re(r"\b(?:in\s+the\s+|this\s+)?" + _PART_OF_DAY + r"\b")
+# A part of the day counts only where it is clearly a time ("night shift forum" keeps its name):
+# "in the morning", "this evening", "at night" (taken whole); "tomorrow morning",
+# "Thursday evening" (only the part of the day: the day is read as a date); "tonight", "lunchtime".
+_TIME_POD_PHRASE = _re(r"\b(?:in\s+the|this|at)\s+(?P<pod>morning|afternoon|evening|night)\b")
+_TIME_POD_AFTER_DAY = _re(
+    r"\b(?:tomorrow|today|tmrw|tmw|" + _WEEKDAY + r")\.?\s+(?P<pod>morning|afternoon|evening|night)\b"
+)
+_TIME_POD_WORD = _re(r"\b(?P<pod>tonight|lunchtime|lunch\s+time)\b")
+_TIME_PODS = ((_TIME_POD_PHRASE, None), (_TIME_POD_AFTER_DAY, "pod"), (_TIME_POD_WORD, None))
 _TIME_RELATIVE = _re(
     r"\bin\s+(?P<n>" + _NUMBER + r"|half\s+an)\s*(?P<unit>min(?:ute)?s?|hours?|hrs?)(?:['’]?s?\s+time)?\b"
 )
@@ -315,6 +322,15 @@ class _Scan:
         matches = list(pattern.finditer(self.work))
         for match in matches:
             self.take(match.start(), match.end())
+        return matches
+
+    def find_group(self, pattern: "re.Pattern[str]", group: Optional[str]) -> List["re.Match[str]"]:
+        """Every match of pattern in what is left, blanking only `group` of each (the whole match if None)."""
+        if group is None:
+            return self.find(pattern)
+        matches = list(pattern.finditer(self.work))
+        for match in matches:
+            self.take(match.start(group), match.end(group))
         return matches
 
     def take(self, start: int, end: int) -> None:
@@ -430,7 +446,7 @@ _HINTS = {"morning": "am", "afternoon": "pm", "evening": "pm", "tonight": "pm", 
 
 def _times(scan: _Scan, content: Mapping[str, Any]) -> Tuple[Optional[_Clock], Optional[str], Optional[str]]:
     """(clock reading or None, part of day said, error reason) for the time words of the message."""
-    pods = [_part_of_day(m.group("pod")) for m in _TIME_POD.finditer(scan.work)]
+    pods = [_part_of_day(m.group("pod")) for pattern, _ in _TIME_PODS for m in pattern.finditer(scan.work)]
     hint = next((_HINTS[p] for p in pods if p in _HINTS), None)
     clocks: List[_Clock] = []
     for match in scan.find(_TIME_RANGE):
@@ -496,7 +512,7 @@ def _times(scan: _Scan, content: Mapping[str, Any]) -> Tuple[Optional[_Clock], O
         else:
             clocks.append(_Clock([(12, 0)]))
     clocks = [clock for clock in clocks if clock.readings]
-    pod_matches = scan.find(_TIME_POD)
+    pod_matches = [m for pattern, group in _TIME_PODS for m in scan.find_group(pattern, group)]
     pod = _part_of_day(pod_matches[0].group("pod")) if pod_matches else None
     if pod is not None and pod not in content["timing"]["part_of_day"]:
         pod = None

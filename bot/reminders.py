@@ -284,6 +284,22 @@ class ReminderRepository:
             return None
         return meeting, next(r for r in meeting.reminders if r.id == reminder_id)
 
+    def last_handed(self, champion_id: int) -> Optional[Tuple[MeetingView, ReminderView]]:
+        """(meeting, reminder) of the champion's reminder handed over most recently, or None."""
+        with self._sessions() as session:
+            row = session.execute(
+                select(Reminder.id)
+                .join(Meeting, Meeting.id == Reminder.meeting_id)
+                .where(
+                    Meeting.champion_id == champion_id,
+                    Reminder.status.in_((STATUS_QUEUED, STATUS_SENT)),
+                    Reminder.handled_at.is_not(None),
+                )
+                .order_by(Reminder.handled_at.desc(), Reminder.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return self.reminder(champion_id, row) if row is not None else None
+
     def pending_count(self) -> int:
         """How many reminders are still to go, for everyone."""
         with self._sessions() as session:

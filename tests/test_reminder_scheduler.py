@@ -122,7 +122,7 @@ async def test_a_reminder_fires_once_through_the_outbox(settings, sessions, repo
     assert len(rows) == 1
     assert rows[0].kind == "reminder" and rows[0].champion_id == champion
     assert rows[0].text.startswith("The PRG meeting starts in an hour, at ")
-    assert rows[0].buttons == [{"title": "I can't make it", "payload": f'/cant_attend{{"meeting_id": "{meeting.id}"}}'}]
+    assert rows[0].buttons == [{"title": "I can't make it", "payload": f'/cant_attend{{"rm_meeting": "{meeting.id}"}}'}]
     stored = reminder_row(sessions, reminder.id)
     assert (stored.status, stored.outbound_id, stored.late) == ("queued", rows[0].id, False)
 
@@ -306,7 +306,7 @@ def test_day_before_reminder_has_the_checklist_and_the_plan(sessions, repo):
     assert "The aim: Fewer second strokes in Copeland" in message.text
     titles = [b["title"] for b in message.buttons]
     assert titles[:2] == ["I can't make it", "Remind me in 1 hour"]
-    assert message.buttons[0]["payload"] == f'/cant_attend{{"meeting_id": "{meeting.id}"}}'
+    assert message.buttons[0]["payload"] == f'/cant_attend{{"rm_meeting": "{meeting.id}"}}'
 
 
 def test_after_meeting_prompt(sessions, repo):

@@ -192,6 +192,8 @@ def test_now_must_be_aware():
         ("set a reminder for the carers' forum tomorrow at 6pm, the day before and an hour before",
          "the carers' forum", [24 * 60, 60]),
         ("Thursday at 2pm", None, [24 * 60, 60]),
+        ("night shift forum on Thursday at 7pm", "night shift forum", [24 * 60, 60]),
+        ("morning coffee group Thursday 10am", "morning coffee group", [24 * 60, 60]),
     ],
 )
 def test_description_and_offsets(phrase, description, offsets):
