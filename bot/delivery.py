@@ -1,8 +1,10 @@
 """The delivery process: sends the outbox's messages through each champion's channel, within Telegram's limits.
 
-``python -m bot.delivery`` migrates the app database, puts back messages a crashed run left
-half-sent, starts due broadcasts every second, runs the Telegram bot (when TELEGRAM_BOT_TOKEN
-is set) and the Courier in one event loop, sharing one ``telegram.Bot`` and one rate limiter.
+``python -m bot.delivery`` migrates the app database, takes the reminder scheduler's lock (so
+only one delivery process runs per database), puts back messages a crashed run left half-sent,
+and runs in one event loop: the reminder scheduler, due broadcasts every second, the Telegram
+bot (when TELEGRAM_BOT_TOKEN is set) and the Courier, sharing one ``telegram.Bot`` and one
+rate limiter.
 
 How often a message goes out (the exactly-once trade-off):
 
@@ -44,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import utcnow
 from bot.outbox import ClaimedMessage, OutboxRepository
+from bot.reminder_scheduler import SchedulerAlreadyRunning, start_reminder_scheduler, stop_reminder_scheduler
 from bot.repository import ChatRepository
 from bot.telegram_limits import Pacer, TelegramRateLimiter, retry_after_seconds
 
@@ -551,6 +554,13 @@ async def serve(settings: Any, stop: Optional[asyncio.Event] = None) -> None:
     await asyncio.to_thread(migrate, settings.database_url)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    # The reminder scheduler's lock (one per database) also makes this the only delivery
+    # process: recovering half-sent messages below is only safe when no other one is sending.
+    try:
+        reminders = await start_reminder_scheduler(settings, session_factory)
+    except SchedulerAlreadyRunning:
+        engine.dispose()
+        raise
     outbox = OutboxRepository(session_factory)
     recovered = await asyncio.to_thread(outbox.recover_interrupted)
     if recovered:
@@ -569,7 +579,7 @@ async def serve(settings: Any, stop: Optional[asyncio.Event] = None) -> None:
             senders["telegram"] = TelegramSender(
                 application.bot,
                 session_factory=session_factory,
-                public_base_url=getattr(settings, "public_base_url", None),
+                public_base_url=settings.public_base_url,
             )
         else:
             log.info("TELEGRAM_BOT_TOKEN is not set: only web chat messages are delivered")
@@ -591,6 +601,7 @@ async def serve(settings: Any, stop: Optional[asyncio.Event] = None) -> None:
     finally:
         if application is not None:
             await telegram_module.stop_telegram(application)
+        await stop_reminder_scheduler(reminders)
         engine.dispose()
 
 
@@ -603,7 +614,11 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     settings = load_settings()
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SchedulerAlreadyRunning:
+        log.error("another delivery process is already running on this database; exiting")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -438,13 +438,13 @@ async def start_reminder_scheduler(
     """Start the one reminder scheduler for this database inside the running event loop; returns its handle.
 
     Raises SchedulerAlreadyRunning when another process (or handle) has it.
-    Reads settings.reminder_tick_seconds / settings.reminder_batch_size when they exist.
+    Uses settings.reminder_tick_seconds / settings.reminder_batch_size unless given here.
     """
     handle = ReminderScheduler(
         session_factory,
-        data_dir=getattr(settings, "data_dir", None),
-        tick_seconds=tick_seconds or float(getattr(settings, "reminder_tick_seconds", DEFAULT_TICK_SECONDS)),
-        batch_size=batch_size or int(getattr(settings, "reminder_batch_size", DEFAULT_BATCH_SIZE)),
+        data_dir=settings.data_dir,
+        tick_seconds=tick_seconds or settings.reminder_tick_seconds,
+        batch_size=batch_size or settings.reminder_batch_size,
     )
     handle.start()
     return handle

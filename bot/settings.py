@@ -40,6 +40,9 @@ class Settings:
     # The delivery layer.
     delivery_poll_seconds: float = 1.0
     delivery_max_attempts: int = 10
+    # The reminder scheduler (inside the delivery process).
+    reminder_tick_seconds: float = 1.0
+    reminder_batch_size: int = 1000
     # The engagement team's tools (broadcasts, groups): refused when unset.
     team_token: Optional[str] = None
     # The web chat's public address (https://...), for link buttons on Telegram; unset: no links.
@@ -91,6 +94,8 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         telegram_seconds_per_chat=float(_number(env, "TELEGRAM_SECONDS_PER_CHAT", "1", float, 0)),
         delivery_poll_seconds=float(_number(env, "DELIVERY_POLL_SECONDS", "1", float, 0.01)),
         delivery_max_attempts=int(_number(env, "DELIVERY_MAX_ATTEMPTS", "10", int, 1)),
+        reminder_tick_seconds=float(_number(env, "REMINDER_TICK_SECONDS", "1", float, 0.05)),
+        reminder_batch_size=int(_number(env, "REMINDER_BATCH_SIZE", "1000", int, 1)),
         team_token=(env.get("TEAM_TOKEN") or "").strip() or None,
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").strip().rstrip("/") or None,
         organisations_file=Path(env.get("ORGANISATIONS_FILE") or ROOT / "knowledge" / "organisations.yml"),
