@@ -7,7 +7,6 @@ again whenever it changes; every answer is saved in the app database at once
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, Tracker
@@ -15,9 +14,9 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from actions.basics import response_name
+from actions.db import get_sessions
 from actions.settings import get_settings
 from bot.models import Champion
 from bot.organisations import (
@@ -41,39 +40,9 @@ SKIP_INTENT = "skip_organisation"
 TROUBLE = "utter_champion_trouble"
 
 
-# --- the database and the organisations file, opened on first use --------------------------------
+# --- the organisations file, read on first use (the database: actions.db) --------------------------------
 
-_lock = threading.Lock()
-_sessions: Optional["sessionmaker[Session]"] = None
-_engine = None
 _directories = DirectoryCache()
-
-
-def get_sessions() -> "sessionmaker[Session]":
-    """Sessions on DATABASE_URL, migrated and opened the first time they are needed."""
-    global _sessions, _engine
-    with _lock:
-        if _sessions is None:
-            from bot.db import make_engine, make_session_factory, migrate
-
-            url = get_settings().database_url
-            try:
-                migrate(url)
-            except Exception:  # noqa: BLE001 - the web process may be migrating the same database
-                log.warning("could not migrate the app database; assuming it is up to date", exc_info=True)
-            _engine = make_engine(url)
-            _sessions = make_session_factory(_engine)
-        return _sessions
-
-
-def use_sessions(sessions: Optional["sessionmaker[Session]"]) -> None:
-    """Use these sessions from now on (None: forget them and open DATABASE_URL again on next use)."""
-    global _sessions, _engine
-    with _lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine = None
-        _sessions = sessions
 
 
 def directory() -> Optional[Directory]:

@@ -26,7 +26,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
 
-from actions.settings import get_settings
+from actions.db import get_sessions, use_sessions
 from bot.plans import PlanRepository, fill, shorten
 from bot.reminder_times import (
     AMBIGUOUS,
@@ -72,36 +72,26 @@ MAX_PROJECT_BUTTONS = 6
 _lock = threading.Lock()
 _plans: Optional[PlanRepository] = None
 _reminders: Optional[ReminderRepository] = None
-_engine = None
 _clock: Optional[Callable[[], datetime]] = None
 
 
 def get_repositories() -> Tuple[PlanRepository, ReminderRepository]:
-    """(plans, reminders) on DATABASE_URL, migrated and opened the first time they are needed."""
-    global _plans, _reminders, _engine
+    """(plans, reminders) on the action server's app database (actions.db), or the ones set for tests."""
+    global _plans, _reminders
     with _lock:
         if _reminders is None:
-            from bot.db import make_engine, make_session_factory, migrate
-
-            url = get_settings().database_url
-            try:
-                migrate(url)
-            except Exception:  # noqa: BLE001 - another process may be migrating the same database
-                log.warning("could not migrate the app database; assuming it is up to date", exc_info=True)
-            _engine = make_engine(url)
-            sessions = make_session_factory(_engine)
+            sessions = get_sessions()
             _plans, _reminders = PlanRepository(sessions), ReminderRepository(sessions)
         return _plans, _reminders
 
 
 def use_repositories(plans: Optional[PlanRepository], reminders: Optional[ReminderRepository]) -> None:
     """Use these repositories from now on (None: open DATABASE_URL again on next use)."""
-    global _plans, _reminders, _engine
+    global _plans, _reminders
     with _lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine = None
         _plans, _reminders = plans, reminders
+    if reminders is None:
+        use_sessions(None)
 
 
 def set_clock(clock: Optional[Callable[[], datetime]]) -> None:

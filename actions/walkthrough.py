@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.settings import get_settings
+from actions.db import get_sessions, use_sessions
 from bot.plan_models import Project
 from bot.plans import (
     Answer,
@@ -89,38 +89,28 @@ DOWNLOAD_CHANNEL = "web"
 MAX_PROJECT_BUTTONS = 5
 
 
-# --- the database, opened on first use -----------------------------------------------------------
+# --- the database (opened on first use by actions.db) -----------------------------------------------------------
 
 _repo_lock = threading.Lock()
 _repo: Optional[PlanRepository] = None
-_engine = None
 
 
 def get_repository() -> PlanRepository:
-    """The plan repository on DATABASE_URL, migrated and opened the first time it is needed."""
-    global _repo, _engine
+    """The plan repository on the action server's app database (actions.db), or the one set for tests."""
+    global _repo
     with _repo_lock:
         if _repo is None:
-            from bot.db import make_engine, make_session_factory, migrate
-
-            url = get_settings().database_url
-            try:
-                migrate(url)
-            except Exception:  # noqa: BLE001 - the web process may be migrating the same database
-                log.warning("could not migrate the app database; assuming it is up to date", exc_info=True)
-            _engine = make_engine(url)
-            _repo = PlanRepository(make_session_factory(_engine))
+            _repo = PlanRepository(get_sessions())
         return _repo
 
 
 def use_repository(repository: Optional[PlanRepository]) -> None:
     """Use this repository from now on (None: forget it and open DATABASE_URL again on next use)."""
-    global _repo, _engine
+    global _repo
     with _repo_lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine = None
         _repo = repository
+    if repository is None:
+        use_sessions(None)
 
 
 def content() -> FiveSteps:

@@ -23,6 +23,7 @@ MENU_PAYLOADS = [
     "/ask_champion_role",
     "/ask_glossary_help",
     "/ask_prepare_meeting",
+    "/set_reminder",
     "/ask_examples",
 ]
 

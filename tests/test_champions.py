@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from actions import champions as ch
 from actions.settings import reset_settings
+from actions.db import use_sessions
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import Champion
 from bot.organisations import (
@@ -144,9 +145,9 @@ def organisations_file(tmp_path, monkeypatch):
 def sessions(engine, organisations_file):
     """The actions use this migrated database (SQLite and PostgreSQL) and the test's organisations file."""
     factory = make_session_factory(engine)
-    ch.use_sessions(factory)
+    use_sessions(factory)
     yield factory
-    ch.use_sessions(None)
+    use_sessions(None)
 
 
 @pytest.fixture
@@ -156,9 +157,9 @@ def sqlite_sessions(tmp_path, organisations_file):
     migrate(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    ch.use_sessions(factory)
+    use_sessions(factory)
     yield factory
-    ch.use_sessions(None)
+    use_sessions(None)
     engine.dispose()
 
 
@@ -455,7 +456,7 @@ async def test_telegram_conversations_use_the_telegram_champion(sqlite_sessions)
 async def test_database_down_gets_a_kind_reply(tmp_path, organisations_file):
     """No database: "couldn't save that", never a crash; the greeting just doesn't ask."""
     engine = make_engine(f"sqlite:///{tmp_path}")  # a folder, not a database file
-    ch.use_sessions(make_session_factory(engine))
+    use_sessions(make_session_factory(engine))
     try:
         chat = Chat()
         assert await chat.greet() == []
@@ -464,7 +465,7 @@ async def test_database_down_gets_a_kind_reply(tmp_path, organisations_file):
                              (ch.ActionEngagementTeam(), "/ask_engagement_team")):
             assert said(await chat.run(action, text)) == ["utter_champion_trouble"]
     finally:
-        ch.use_sessions(None)
+        use_sessions(None)
         engine.dispose()
 
 
