@@ -613,6 +613,8 @@ def main() -> None:
     # httpx logs every request URL at INFO, and Telegram URLs contain the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # APScheduler logs two lines per reminder tick (every second) at INFO.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     settings = load_settings()
     try:
         asyncio.run(serve(settings))
