@@ -37,7 +37,7 @@ from bot.delivery_models import OutboundMessage  # noqa: E402
 from bot.models import Champion  # noqa: E402
 from bot.plan_models import Project, StepAnswer  # noqa: E402
 from bot.reminder_models import Meeting, Reminder  # noqa: E402
-from bot.reminders import as_utc  # noqa: E402
+from bot.models import as_utc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1000

@@ -24,8 +24,8 @@ from bot.delivery_models import (
     DeliveryAttempt,
     OutboundMessage,
 )
-from bot.groups import GroupRepository, TeamInputError, as_utc
-from bot.models import Champion, utcnow
+from bot.groups import GroupRepository, TeamInputError
+from bot.models import Champion, as_utc, utcnow
 from bot.sender_ids import DELIVERABLE_CHANNELS
 from bot.text import clean_text
 from bot.team_auth import require

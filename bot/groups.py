@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import Champion, utcnow
+from bot.models import Champion, as_utc, utcnow
 from bot.team_auth import require
 from bot.text import clean_text
 from bot.team_models import GROUP_KINDS, Group, GroupMember
@@ -47,13 +47,6 @@ def clean_group_name(name: str) -> str:
             f"That group name is {len(cleaned)} characters long; keep it to {GROUP_NAME_MAX} or fewer."
         )
     return cleaned
-
-
-def as_utc(moment: Optional[datetime]) -> Optional[datetime]:
-    """moment with a time zone, a naive one taken as UTC (SQLite hands back naive UTC times)."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment
 
 
 # --- what the repository hands back -------------------------------------------------------------

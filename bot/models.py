@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Optional
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +37,15 @@ DIRECTION_OUT = "out"
 def utcnow() -> datetime:
     """The current time in UTC, timezone-aware."""
     return datetime.now(timezone.utc)
+
+
+def as_utc(moment: Optional[datetime]) -> Optional[datetime]:
+    """moment as an aware UTC datetime (SQLite hands back naive values, which are UTC here)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 class Champion(Base):

@@ -9,7 +9,7 @@ on ``source_key``; claiming is a conditional UPDATE (``WHERE status = 'queued'``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sqlalchemy import and_, func, select, update
@@ -25,7 +25,7 @@ from bot.delivery_models import (
     DeliveryAttempt,
     OutboundMessage,
 )
-from bot.models import DIRECTION_OUT, Champion, ChatMessage, utcnow
+from bot.models import DIRECTION_OUT, Champion, ChatMessage, as_utc, utcnow
 
 # Outcomes recorded in delivery_attempts.
 OUTCOME_SENT = "sent"
@@ -37,15 +37,6 @@ OUTCOME_INTERRUPTED = "interrupted"
 # Rows per multi-row INSERT (keeps well under SQLite's bound-parameter limit).
 _INSERT_CHUNK = 200
 _ERROR_CHARS = 500
-
-
-def as_utc(moment: Optional[datetime]) -> Optional[datetime]:
-    """moment as an aware UTC datetime (SQLite hands back naive values, which are UTC here)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _clip(text: Optional[str]) -> Optional[str]:

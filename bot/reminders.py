@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.delivery_models import STATUS_SENT as OUTBOUND_SENT
 from bot.delivery_models import OutboundMessage
-from bot.models import Champion, utcnow
+from bot.models import Champion, as_utc, utcnow
 from bot.plan_models import Project
 from bot.reminder_models import (
     KIND_AFTER_MEETING,
@@ -44,15 +44,6 @@ from bot.reminder_times import (
 
 # Statuses of a reminder that is still to go.
 OPEN_STATUSES = (STATUS_PENDING,)
-
-
-def as_utc(moment: Optional[datetime]) -> Optional[datetime]:
-    """moment as an aware UTC datetime (SQLite hands back naive values, which are UTC here)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _aware(moment: datetime, name: str) -> datetime:

@@ -28,7 +28,8 @@ from bot.reminder_scheduler import (
     stop_reminder_scheduler,
 )
 from bot.reminder_times import Offset, load_content
-from bot.reminders import ReminderRepository, as_utc
+from bot.models import as_utc
+from bot.reminders import ReminderRepository
 from bot.repository import ChatRepository
 from bot.settings import load_settings
 

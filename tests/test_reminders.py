@@ -374,7 +374,6 @@ async def test_change_the_time(db):
     """The "New time" button asks for the new time; a typed "has moved to" goes straight to the check."""
     chat = Chat()
     await set_two(chat)
-    prg = stored(db)[0]
     said = await chat.send(tap(await chat.send("/list_reminders"), "New time: PRG meeting, Thu 26 Nov 2:00pm"))
     assert "When is PRG meeting now?" in texts(said)
     said = await chat.send("Friday at 3pm")

@@ -38,7 +38,7 @@ from bot.db import make_engine, make_session_factory
 from bot.delivery_models import OutboundMessage
 from bot.models import Champion
 from bot.reminder_models import KIND_DAY_BEFORE, Meeting, Reminder, reminder_source_key
-from bot.reminders import as_utc
+from bot.models import as_utc
 from conftest import LIVE_STACK_TIMEOUT, ROOT, _log_tails
 
 pytestmark = pytest.mark.model
