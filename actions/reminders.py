@@ -47,6 +47,7 @@ from bot.reminder_times import (
 )
 from bot.reminder_models import MEETING_DESCRIPTION_MAX
 from bot.reminders import MeetingView, ReminderRepository
+from bot.time_zones import champion_zone, time_label
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,13 @@ def phrases(key: str) -> set:
 
 
 def time_zone() -> str:
-    """The champions' time zone (knowledge/reminders.yml)."""
+    """The default time zone (knowledge/reminders.yml), for champions who have not chosen one."""
     return str(content()["timing"]["time_zone"])
+
+
+def home_zone(champion: Any) -> str:
+    """The champion's own zone (champions.time_zone, set by chat: actions/time_zones.py), or the default."""
+    return champion_zone(getattr(champion, "time_zone", None))
 
 
 # --- reading a message ---------------------------------------------------------------------------
@@ -205,9 +211,10 @@ def _zone(name: str):
     return zone(name)
 
 
-def confirmation(meeting: MeetingView, at: datetime) -> str:
-    """"Thursday 27 November at 2:00pm: the PRG meeting"."""
-    return say_confirmation(meeting.starts_at, meeting.description, meeting.time_zone, at)
+def confirmation(meeting: MeetingView, at: datetime, home: Optional[str] = None) -> str:
+    """"Thursday 27 November at 2:00pm: the PRG meeting", in the meeting's zone ("2:00pm Paris time" unless UK time in the UK)."""
+    label = time_label(meeting.time_zone, home or time_zone())
+    return say_confirmation(meeting.starts_at, meeting.description, meeting.time_zone, at, label=label)
 
 
 def offsets_of(meeting: MeetingView) -> List[Offset]:
@@ -267,6 +274,7 @@ class Setting:
         """Look up the champion behind sender_id; state is rm_state."""
         self.plans, self.reminders = get_repositories()
         self.champion = self.plans.champion_for(sender_id)
+        self.home = home_zone(self.champion)
         self.state = dict(state)
         self.now = now()
 
@@ -282,6 +290,16 @@ class Setting:
         self.state["stage"] = stage
         self.state["note"] = note
         self.state.update(values)
+
+    @property
+    def zone(self) -> str:
+        """The zone times are read and said in: a re-timed meeting's own, otherwise the champion's."""
+        return self.state.get("zone") or self.home
+
+    @property
+    def label(self) -> Optional[str]:
+        """The zone's name said after a time ("Paris time"), or None for UK time to a champion in the UK."""
+        return time_label(self.zone, self.home)
 
     @property
     def description(self) -> Optional[str]:
@@ -302,7 +320,7 @@ class Setting:
 
     def start(self, message: Message) -> None:
         """Begin from the message that asked for it: a new reminder, or a meeting's new time."""
-        self.state = {"mode": NEW}
+        self.state = {"mode": NEW, "zone": self.home}
         if wants_change(message) and self.reminders.upcoming(self.champion.id, self.now):
             self.state["mode"] = CHANGE
             self._start_change(message)
@@ -335,18 +353,20 @@ class Setting:
     def _pick(self, meeting: MeetingView) -> None:
         """Re-time this meeting (a time alone keeps its day)."""
         day = meeting.starts_at.astimezone(_zone(meeting.time_zone)).date().isoformat()
-        self.state.update(meeting=meeting.id, description=meeting.description, project_done=True, prev_day=day)
+        # A meeting keeps the zone it was set in: its new time is read in that zone too.
+        self.state.update(meeting=meeting.id, description=meeting.description, project_done=True, prev_day=day,
+                          zone=meeting.time_zone)
 
     def _local_day(self) -> Optional[str]:
         """The day of the time chosen so far, in the champion's zone (ISO), if any."""
         when = self.when
-        return when.astimezone(_zone(time_zone())).date().isoformat() if when else None
+        return when.astimezone(_zone(self.zone)).date().isoformat() if when else None
 
     # -- reading times --
 
     def read_time(self, text: str, *, take_description: bool, on_day: Optional[date] = None, quiet: bool = False) -> ParsedTime:
         """Read a meeting time (and maybe a description and offsets) from text; set the stage it calls for."""
-        parsed = parse_meeting(text, self.now, time_zone(), on_day=on_day, content=content())
+        parsed = parse_meeting(text, self.now, self.zone, on_day=on_day, content=content())
         if take_description and parsed.description and not self.description:
             self.state["description"] = parsed.description[:MEETING_DESCRIPTION_MAX]
         if parsed.offsets_given:
@@ -363,14 +383,14 @@ class Setting:
             return
         self.state["when"] = None
         if parsed.status == PAST:
-            self.state.update(time_stage=WHEN, note=words("past", when=say_when(parsed.when, time_zone(), self.now)))
+            self.state.update(time_stage=WHEN, note=words("past", when=say_when(parsed.when, self.zone, self.now, label=self.label)))
         elif parsed.status == AMBIGUOUS and parsed.reason == "no_time" and parsed.days:
             self.state.update(time_stage=TIME, day=parsed.days[0].isoformat(), note=None)
         elif parsed.status == AMBIGUOUS and parsed.candidates:
-            choices = [[say_when(c, time_zone(), self.now), c.astimezone(timezone.utc).isoformat()] for c in parsed.candidates]
+            choices = [[say_when(c, self.zone, self.now), c.astimezone(timezone.utc).isoformat()] for c in parsed.candidates]
             weekday = _weekday_said(parsed)
             reason = content()["conversation"]["choice_reasons"].get(parsed.reason) or words("ask_choice")
-            days = {c.astimezone(_zone(time_zone())).date() for c in parsed.candidates}
+            days = {c.astimezone(_zone(self.zone)).date() for c in parsed.candidates}
             choice_day = days.pop().isoformat() if len(days) == 1 else None
             self.state.update(time_stage=CHOOSE, choices=choices, choice_day=choice_day, note=fill(reason, weekday=weekday))
         elif parsed.status == AMBIGUOUS:
@@ -449,11 +469,11 @@ class Setting:
 
         offsets = self.offsets()
         offsets = list(default_offsets(content()) if offsets is None else offsets)
-        return [o for o in offsets if due_at(self.when, o, time_zone()) > self.now]
+        return [o for o in offsets if due_at(self.when, o, self.zone) > self.now]
 
     def _ask_confirm(self, outcome: Outcome, note: Optional[str]) -> None:
         """"Thursday 27 November at 2:00pm: the PRG meeting. I'll remind you ... Shall I set that?"."""
-        said = say_confirmation(self.when, self.description, time_zone(), self.now)
+        said = say_confirmation(self.when, self.description, self.zone, self.now, label=self.label)
         if self.state.get("mode") == CHANGE:
             outcome.say(_join(note, words("confirm_change", confirmation=said)), [button("change_it"), button("fix_time"), button("stop")])
             return
@@ -508,7 +528,7 @@ class Setting:
 
     def _describe(self, message: Message) -> None:
         """The meeting's name; one that also holds a time is read for both."""
-        parsed = parse_meeting(message.text, self.now, time_zone(), content=content())
+        parsed = parse_meeting(message.text, self.now, self.zone, content=content())
         if parsed.status != UNPARSEABLE or parsed.reason != "no_time_words":
             self.read_time(message.text, take_description=True)
             if self.description:
@@ -521,7 +541,7 @@ class Setting:
 
     def _offsets(self, message: Message) -> bool:
         """New reminder offsets ("2 hours before"); False when none were found."""
-        parsed = parse_meeting(message.text, self.now, time_zone(), content=content())
+        parsed = parse_meeting(message.text, self.now, self.zone, content=content())
         if not parsed.offsets_given:
             return False
         self.state["offsets"] = [o.minutes for o in parsed.chosen_offsets(content())]
@@ -602,7 +622,7 @@ class Setting:
                 self.go(OFFSETS)
             self.state["stage_set"] = True
             return False
-        parsed = parse_meeting(message.text, self.now, time_zone(), content=content())
+        parsed = parse_meeting(message.text, self.now, self.zone, content=content())
         said_a_time = not (parsed.status == UNPARSEABLE and parsed.reason == "no_time_words")
         if parsed.offsets_given and not said_a_time:
             self.state["offsets"] = [o.minutes for o in parsed.chosen_offsets(content())]
@@ -626,7 +646,7 @@ class Setting:
         when = self.when
         if when is None or when <= self.now:
             self.state.update(when=None, time_stage=WHEN)
-            self.go(WHEN, note=words("past", when=say_when(when, time_zone(), self.now)) if when else None)
+            self.go(WHEN, note=words("past", when=say_when(when, self.zone, self.now, label=self.label)) if when else None)
             self.state["stage_set"] = True
             return False
         if self.state.get("mode") == CHANGE:
@@ -634,20 +654,20 @@ class Setting:
             if meeting is None:
                 outcome.say(words("stopped_change"))
                 return self._stop(outcome, STOP_NOTHING) is not None
-            outcome.say(words("done_change", confirmation=confirmation(meeting, self.now)), [button("my_reminders")])
+            outcome.say(words("done_change", confirmation=confirmation(meeting, self.now, self.home)), [button("my_reminders")])
             self._stop(outcome, STOP_DONE)
             return True
         meeting = self.reminders.create_meeting(
             self.champion.id,
             self.description,
             when,
-            time_zone=time_zone(),
+            time_zone=self.zone,
             offsets=self.offsets(),
             project_id=self.state.get("project"),
             now=self.now,
         )
         planned = offsets_of(meeting)
-        said = confirmation(meeting, self.now)
+        said = confirmation(meeting, self.now, self.home)
         if planned:
             outcome.say(words("done", confirmation=said, offsets=say_offsets(planned)), [button("my_reminders")])
         else:
@@ -812,14 +832,15 @@ class ActionListReminders(Action):
         if not upcoming:
             dispatcher.utter_message(text=words("list_empty"), buttons=[button("set_one")])
             return []
+        home = home_zone(champion)
         lines = [words("listing")]
         buttons = []
         for meeting in upcoming:
             planned = offsets_of(meeting)
             if planned:
-                lines.append(words("list_item", confirmation=confirmation(meeting, at), offsets=say_offsets(planned)))
+                lines.append(words("list_item", confirmation=confirmation(meeting, at, home), offsets=say_offsets(planned)))
             else:
-                lines.append(words("list_item_after_only", confirmation=confirmation(meeting, at)))
+                lines.append(words("list_item_after_only", confirmation=confirmation(meeting, at, home)))
         for meeting in upcoming[:MAX_MEETING_BUTTONS]:
             label = meeting_label(meeting)
             buttons += [button("change_meeting", label=label, meeting_id=meeting.id),
@@ -843,14 +864,21 @@ class ActionCancelReminder(Action):
         message = read_message(tracker)
         try:
             champion, reminders = _champion(tracker)
-            self._cancel(dispatcher, message, champion.id, reminders, now())
+            self._cancel(dispatcher, message, champion.id, reminders, now(), home_zone(champion))
         except SQLAlchemyError:
             _trouble(dispatcher)
         return []
 
     @staticmethod
-    def _cancel(dispatcher: CollectingDispatcher, message: Message, champion_id: int, reminders: ReminderRepository, at: datetime) -> None:
-        """The cancelling itself."""
+    def _cancel(
+        dispatcher: CollectingDispatcher,
+        message: Message,
+        champion_id: int,
+        reminders: ReminderRepository,
+        at: datetime,
+        home: Optional[str] = None,
+    ) -> None:
+        """The cancelling itself (home: the champion's zone, for naming other zones)."""
         scope = str(message.entities.get("rm_scope") or "")
         upcoming = reminders.upcoming(champion_id, at)
         if scope == "all_confirmed":
@@ -868,7 +896,7 @@ class ActionCancelReminder(Action):
         chosen = reminders.meeting(champion_id, message.entities.get("rm_meeting"))
         if chosen is not None and (scope == "confirmed" or message.text.startswith("/")):
             if reminders.cancel_meeting(champion_id, chosen.id, at):
-                dispatcher.utter_message(text=words("cancelled", confirmation=confirmation(chosen, at)), buttons=[button("my_reminders")])
+                dispatcher.utter_message(text=words("cancelled", confirmation=confirmation(chosen, at, home)), buttons=[button("my_reminders")])
             else:
                 dispatcher.utter_message(text=words("cancel_none"), buttons=[button("my_reminders")])
             return
@@ -878,7 +906,7 @@ class ActionCancelReminder(Action):
         if chosen is None and len(upcoming) == 1:
             chosen = upcoming[0]
         if chosen is not None:
-            dispatcher.utter_message(text=words("cancel_confirm", confirmation=confirmation(chosen, at)),
+            dispatcher.utter_message(text=words("cancel_confirm", confirmation=confirmation(chosen, at, home)),
                                      buttons=[button("cancel_yes", meeting_id=chosen.id), button("keep")])
             return
         buttons = [button("cancel_meeting", label=meeting_label(m), meeting_id=m.id) for m in upcoming[:MAX_MEETING_BUTTONS]]
@@ -903,8 +931,9 @@ class ActionSnoozeReminder(Action):
                 dispatcher.utter_message(text=words("snooze_none"), buttons=[button("my_reminders")])
                 return []
             meeting, reminder = found
+            home = home_zone(champion)  # "tomorrow morning" is morning where the champion is now
             said = message.entities.get("rm_snooze") or ("" if message.text.startswith("/") else message.text)
-            until = snooze_until(str(said), at, meeting.time_zone, content()) if said else None
+            until = snooze_until(str(said), at, home, content()) if said else None
             if until is None:
                 buttons = [
                     button("snooze", title=spec["title"], reminder_id=reminder.id, snooze=spec["snooze"])
@@ -920,9 +949,10 @@ class ActionSnoozeReminder(Action):
                 else:
                     dispatcher.utter_message(text=words(
                         "snooze_after_start", description=meeting.description,
-                        when=say_when(meeting.starts_at, meeting.time_zone, at)))
+                        when=say_when(meeting.starts_at, meeting.time_zone, at,
+                                      label=time_label(meeting.time_zone, home))))
                 return []
-            dispatcher.utter_message(text=words("snoozed", day=say_relative_day(until, at, meeting.time_zone)))
+            dispatcher.utter_message(text=words("snoozed", day=say_relative_day(until, at, home, label=time_label(home, home))))
         except SQLAlchemyError:
             _trouble(dispatcher)
         return []
@@ -961,7 +991,7 @@ class ActionCantAttend(Action):
         if chosen is None:
             dispatcher.utter_message(text=words("cant_attend_none"))
             return []
-        when = say_when(chosen.starts_at, chosen.time_zone, at)
+        when = say_when(chosen.starts_at, chosen.time_zone, at, label=time_label(chosen.time_zone, home_zone(champion)))
         text = words("cant_attend") + "\n\n" + words("apology_draft", description=chosen.description, when=when)
         buttons = [button("cancel_for_meeting", meeting_id=chosen.id), button("keep")] if chosen.pending else []
         dispatcher.utter_message(text=text, buttons=buttons)

@@ -31,7 +31,7 @@ import re
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass
-from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -215,8 +215,9 @@ class FakeTelegram:
         latency: float = 0.0,
         bot_id: int = 7000001,
         bot_username: str = "companion_test_bot",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Configure the fake; token None accepts any token. Nothing listens until start()."""
+        """Configure the fake; token None accepts any token; clock times the flood limits. Nothing listens until start()."""
         self.token = token or DEFAULT_TOKEN
         self.check_token = token is not None
         self.host, self.port = host, port
@@ -225,6 +226,7 @@ class FakeTelegram:
         self.per_chat_max = per_chat_max
         self.per_chat_seconds = per_chat_seconds
         self.latency = latency
+        self.clock = clock
         self.bot_user = {
             "id": bot_id, "is_bot": True, "first_name": "Companion", "username": bot_username,
             "can_join_groups": False, "can_read_all_group_messages": False,
@@ -564,7 +566,7 @@ class FakeTelegram:
         """Raise a 429 when one more message would break the overall or the per-chat limit."""
         if not self.limits:
             return
-        now = time.monotonic()
+        now = self.clock()
         window = self._window
         while window and now - window[0] >= 1.0:
             window.popleft()

@@ -31,6 +31,9 @@ def make_engine(url: str, **kwargs) -> Engine:
     """Create a SQLAlchemy 2.0-style engine for url (SQLite: make its folder, set pragmas)."""
     from sqlalchemy import create_engine
 
+    # A database error's message would otherwise carry the statement's values (a champion's
+    # words, answers, names) into the logs: SECURITY.md, "Logging".
+    kwargs.setdefault("hide_parameters", True)
     if _is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -42,8 +42,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Set, Tuple
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.erasure import run_erasure_forever
+from bot.retention import run_retention_forever
 from bot.models import utcnow
 from bot.outbox import ClaimedMessage, OutboxRepository
 from bot.reminder_scheduler import SchedulerAlreadyRunning, start_reminder_scheduler, stop_reminder_scheduler
@@ -287,6 +290,7 @@ class Courier:
         self._wake_at: Optional[float] = None  # monotonic time a requeued message becomes due
         self._executor: Optional[ThreadPoolExecutor] = None
         self._unsent = 0  # claimed messages whose send has not returned yet
+        self._database_away = False  # set while claims fail, so the outage is logged once
         self._progress: Optional[asyncio.Event] = None
         self._sent_queue: List[Tuple[int, Optional[str], asyncio.Future]] = []
         self._sent_writer: Optional[asyncio.Task] = None
@@ -358,8 +362,17 @@ class Courier:
             self._progress.set()
 
     async def _claim(self, limit: int) -> List[ClaimedMessage]:
-        """Claim up to limit due messages for the channels we have senders for."""
-        claimed = await self._db(self.outbox.claim_due, limit, None, sorted(self.senders))
+        """Claim up to limit due messages for the channels we have senders for (none while the database is away)."""
+        try:
+            claimed = await self._db(self.outbox.claim_due, limit, None, sorted(self.senders))
+        except SQLAlchemyError as error:
+            if not self._database_away:
+                log.warning("the database is unavailable (%s); the courier keeps trying", type(error).__name__)
+            self._database_away = True
+            return []
+        if self._database_away:
+            log.info("the database is back; delivering again")
+            self._database_away = False
         self._unsent += len(claimed)
         return claimed
 
@@ -455,6 +468,11 @@ class Courier:
     async def _handle(self, message: ClaimedMessage, send_returned: Callable[[], None], state: Dict[str, bool]) -> None:
         """Check the champion, send, and record what happened."""
         outbox = self.outbox
+        if message.erasure_requested:
+            send_returned()
+            await self._db(outbox.mark_skipped, message.id, "erasure requested")
+            self.stats.skipped += 1
+            return
         if message.unreachable:
             send_returned()
             await self._db(outbox.mark_failed, message.id, "unreachable")
@@ -587,6 +605,10 @@ async def serve(settings: Any, stop: Optional[asyncio.Event] = None) -> None:
         broadcasts = asyncio.ensure_future(
             _start_due_broadcasts_forever(session_factory, stop, max(1.0, settings.delivery_poll_seconds))
         )
+        # "Delete my data": erase champions whose request is a few seconds old (bot/erasure.py).
+        erasures = asyncio.ensure_future(run_erasure_forever(settings, session_factory, stop))
+        # Conversation records older than RETENTION_DAYS are deleted (bot/retention.py).
+        retention = asyncio.ensure_future(run_retention_forever(settings, session_factory, stop))
         # What is loaded by now lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise pause sending for tens of milliseconds.
         gc.collect()
@@ -596,7 +618,7 @@ async def serve(settings: Any, stop: Optional[asyncio.Event] = None) -> None:
             await courier.run(stop)
         finally:
             stop.set()
-            await asyncio.gather(broadcasts, return_exceptions=True)
+            await asyncio.gather(broadcasts, erasures, retention, return_exceptions=True)
             log.info("delivery stopped: %s", courier.stats)
     finally:
         if application is not None:

@@ -79,6 +79,13 @@ class ChampionSummary:
     opted_out: bool
     unreachable: bool
     unreachable_reason: Optional[str] = None
+    display_name: Optional[str] = None
+    last_active_at: Optional[datetime] = None
+
+    @property
+    def name(self) -> str:
+        """The name the champion gave, or "Champion <id>" when they gave none."""
+        return self.display_name or f"Champion {self.id}"
 
 
 def _summary(champion: Champion) -> ChampionSummary:
@@ -91,6 +98,8 @@ def _summary(champion: Champion) -> ChampionSummary:
         opted_out=champion.opted_out_at is not None,
         unreachable=champion.unreachable_at is not None,
         unreachable_reason=champion.unreachable_reason,
+        display_name=champion.display_name,
+        last_active_at=as_utc(champion.last_active_at),
     )
 
 

@@ -67,6 +67,11 @@ class Champion(Base):
     unreachable_reason = Column(String(200), nullable=True)
     # Key of the organisation they volunteer with (knowledge/organisations.yml), if they said.
     organisation = Column(String(64), nullable=True)
+    # IANA time zone for reading and saying times ("Europe/London" when NULL).
+    time_zone = Column(String(64), nullable=True)
+    # Set when the champion confirms "delete my data": nothing more is sent to them, and the
+    # erasure pass (bot/erasure.py) removes them from every store once their last turn is over.
+    erasure_requested_at = Column(DateTime(timezone=True), nullable=True)
 
     messages = relationship("ChatMessage", back_populates="champion", passive_deletes=True)
 

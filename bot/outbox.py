@@ -8,6 +8,7 @@ on ``source_key``; claiming is a conditional UPDATE (``WHERE status = 'queued'``
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -27,6 +28,8 @@ from bot.delivery_models import (
 )
 from bot.models import DIRECTION_OUT, Champion, ChatMessage, as_utc, utcnow
 
+log = logging.getLogger(__name__)
+
 # Outcomes recorded in delivery_attempts.
 OUTCOME_SENT = "sent"
 OUTCOME_RETRY = "retry"
@@ -36,6 +39,8 @@ OUTCOME_INTERRUPTED = "interrupted"
 
 # Rows per multi-row INSERT (keeps well under SQLite's bound-parameter limit).
 _INSERT_CHUNK = 200
+# Keys per "WHERE source_key IN (...)" lookup (well under SQLite's bound-parameter limit).
+_LOOKUP_CHUNK = 500
 _ERROR_CHARS = 500
 
 
@@ -59,6 +64,8 @@ class ClaimedMessage:
     external_id: str
     opted_out: bool
     unreachable: bool
+    # The champion asked for their data to be deleted (bot/erasure.py): nothing more is sent.
+    erasure_requested: bool = False
 
 
 class OutboxRepository:
@@ -99,6 +106,31 @@ class OutboxRepository:
             return session.execute(
                 select(OutboundMessage.id).where(OutboundMessage.source_key == source_key)
             ).scalar_one()
+
+    def enqueue_each(self, rows: List[Dict[str, Any]]) -> None:
+        """Store many messages at once; if one's champion was deleted meanwhile, only that one is dropped."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            self.enqueue_many(rows)
+        except IntegrityError:
+            for row in rows:
+                try:
+                    self.enqueue_many([row])
+                except IntegrityError:
+                    log.info("%s: its champion is gone; nothing to send", row["source_key"])
+
+    def ids_by_source_key(self, keys: Sequence[str]) -> Dict[str, int]:
+        """Outbox row ids of these source keys (those stored)."""
+        found: Dict[str, int] = {}
+        with self._sessions() as session:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = list(keys[start : start + _LOOKUP_CHUNK])
+                for key, oid in session.execute(
+                    select(OutboundMessage.source_key, OutboundMessage.id).where(OutboundMessage.source_key.in_(chunk))
+                ):
+                    found[key] = oid
+        return found
 
     def enqueue_many(self, rows: Iterable[Dict[str, Any]]) -> int:
         """Store many messages in one transaction (each once per source_key); return how many are new."""
@@ -207,6 +239,7 @@ class OutboxRepository:
                 external_id=champion.external_id,
                 opted_out=champion.opted_out_at is not None,
                 unreachable=champion.unreachable_at is not None,
+                erasure_requested=champion.erasure_requested_at is not None,
             )
             for message, champion in rows
         ]

@@ -401,6 +401,8 @@ class PlanRepository:
             project_id = int(project_id)
         except (TypeError, ValueError):
             return None
+        if not 0 < project_id < 2**31:  # no such row (a huge number would overflow the database's integer)
+            return None
         with self._sessions() as session:
             project = session.get(Project, project_id)
             if project is None or project.champion_id != champion_id:

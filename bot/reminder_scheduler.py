@@ -43,15 +43,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.delivery_models import OutboundMessage
+from bot.checkins import CheckInDispatcher
 from bot.plan_models import Project, StepAnswer
 from bot.plans import fill, shorten
 from bot.reminder_models import KIND_AFTER_MEETING, KIND_CUSTOM, KIND_DAY_BEFORE
 from bot.reminder_times import load_content, say_relative_day, say_starts_in, say_time, snooze_until
 from bot.reminders import DueReminder, ReminderRepository
+from bot.time_zones import champion_zone, time_label
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,6 @@ JOB_ID = "reminders-tick"
 # pg_try_advisory_lock key: a fixed number for "the reminder scheduler of this database".
 ADVISORY_LOCK_KEY = zlib.crc32(b"coproduction-companion:reminder-scheduler")
 LOCK_FILE_SUFFIX = ".reminder-scheduler.lock"
-# Rows per "WHERE source_key IN (...)" lookup (well under SQLite's bound-parameter limit).
-_LOOKUP_CHUNK = 500
 
 
 class SchedulerAlreadyRunning(RuntimeError):
@@ -179,11 +177,13 @@ class ReminderWording:
         messages = self.content["messages"]
         now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
         description = due.description
+        # In the meeting's own zone, named unless it is UK time said to a champion in the UK.
+        label = time_label(due.time_zone, champion_zone(due.champion_time_zone))
         values = {
             "description": description,
             "Description": description[:1].upper() + description[1:],
-            "day": say_relative_day(due.starts_at, now, due.time_zone, self.content),
-            "time": say_time(due.starts_at, due.time_zone, self.content),
+            "day": say_relative_day(due.starts_at, now, due.time_zone, self.content, label=label),
+            "time": say_time(due.starts_at, due.time_zone, self.content, label=label),
             "starts_in": say_starts_in(due.starts_at - now, self.content),
             "checklist": self.checklist(),
         }
@@ -199,10 +199,11 @@ class ReminderWording:
     def buttons(self, due: DueReminder, now: datetime) -> List[Dict[str, str]]:
         """The buttons for a due reminder; snoozes only when they would still come before the meeting."""
         buttons = []
+        home = champion_zone(due.champion_time_zone)  # "tomorrow morning" is morning where the champion is
         for key in self.content["kind_buttons"].get(due.kind) or ():
             spec = self.content["buttons"][key]
             if spec.get("snooze"):
-                until = snooze_until(spec["snooze"], now, due.time_zone, self.content)
+                until = snooze_until(spec["snooze"], now, home, self.content)
                 if until is None or until >= due.starts_at:
                     continue
             buttons.append(
@@ -279,29 +280,6 @@ class ReminderDispatcher:
                     recalls[pid][wanted[key]] = value
         return {pid: PlanRecall(**values) for pid, values in recalls.items()}
 
-    def _enqueue(self, rows: List[Dict[str, Any]]) -> None:
-        """Store the messages in the outbox; a champion deleted meanwhile only loses their own rows."""
-        try:
-            self.outbox.enqueue_many(rows)
-        except IntegrityError:
-            for row in rows:
-                try:
-                    self.outbox.enqueue_many([row])
-                except IntegrityError:
-                    log.info("reminder %s: its champion is gone; nothing to send", row["source_key"])
-
-    def _outbound_ids(self, keys: Sequence[str]) -> Dict[str, int]:
-        """Outbox row ids by source key."""
-        found: Dict[str, int] = {}
-        with self._sessions() as session:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = list(keys[start : start + _LOOKUP_CHUNK])
-                for key, oid in session.execute(
-                    select(OutboundMessage.source_key, OutboundMessage.id).where(OutboundMessage.source_key.in_(chunk))
-                ):
-                    found[key] = oid
-        return found
-
     def run_once(self, now: Optional[datetime] = None) -> TickResult:
         """Hand every reminder due by now to the outbox (or record it as missed); returns what was done."""
         now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -330,8 +308,8 @@ class ReminderDispatcher:
                 )
                 handed.append((due, late))
             if rows:
-                self._enqueue(rows)
-                ids = self._outbound_ids([row["source_key"] for row in rows])
+                self.outbox.enqueue_each(rows)
+                ids = self.outbox.ids_by_source_key([row["source_key"] for row in rows])
                 result.queued += self.repository.mark_queued_many(
                     [(due.id, due.generation, ids.get(due.source_key), late) for due, late in handed], now
                 )
@@ -362,6 +340,9 @@ class ReminderScheduler:
     ) -> None:
         """Prepare (nothing runs until start())."""
         self.dispatcher = ReminderDispatcher(session_factory, content=content, batch_size=batch_size)
+        # Pledge check-ins (bot/checkins.py) are handed over on the same tick.
+        self.check_in_dispatcher = CheckInDispatcher(session_factory, batch_size=batch_size)
+        self.check_ins_queued = 0
         self.tick_seconds = float(tick_seconds)
         engine = session_factory.kw["bind"]
         self.lock = SchedulerLock(engine, data_dir)
@@ -401,11 +382,12 @@ class ReminderScheduler:
         self._scheduler = scheduler
         log.info("reminder scheduler started (tick every %.2fs)", self.tick_seconds)
 
-    async def tick(self) -> TickResult:
-        """One pass: hand over everything due (in a worker thread, so the event loop stays free)."""
+    async def tick(self, now: Optional[datetime] = None) -> TickResult:
+        """One pass: hand over everything due by now (default: the real time) in a worker thread, so the event loop stays free."""
         async with self._busy:
+            await self._check_in_pass(now)
             try:
-                result = await asyncio.to_thread(self.dispatcher.run_once)
+                result = await asyncio.to_thread(self.dispatcher.run_once, now)
             except Exception:  # noqa: BLE001 - a database hiccup must not stop the scheduler
                 log.exception("reminder tick failed; the next one will try again")
                 return TickResult()
@@ -415,6 +397,15 @@ class ReminderScheduler:
             self.totals.missed += result.missed
             self.totals.synced += result.synced
             return result
+
+    async def _check_in_pass(self, now: Optional[datetime]) -> None:
+        """Hand due pledge check-ins over; a failure is logged on its own and the next tick tries again."""
+        try:
+            result = await asyncio.to_thread(self.check_in_dispatcher.run_once, now)
+        except Exception:  # noqa: BLE001 - must not stop the reminders or the scheduler
+            log.exception("check-in pass failed; the next tick will try again")
+            return
+        self.check_ins_queued += result.queued
 
     async def stop(self) -> None:
         """Stop ticking, let a tick in progress finish, then let the lock go."""

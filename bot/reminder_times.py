@@ -871,10 +871,22 @@ def repeated_hour(instant: datetime, time_zone: Optional[str] = None) -> bool:
     return naive.replace(tzinfo=tz, fold=0).utcoffset() != naive.replace(tzinfo=tz, fold=1).utcoffset()
 
 
-def say_time(instant: datetime, time_zone: Optional[str] = None, content: Optional[Mapping[str, Any]] = None) -> str:
-    """"2:00pm" (with the zone, "1:30am GMT", when that time happens twice that night)."""
+def say_time(
+    instant: datetime,
+    time_zone: Optional[str] = None,
+    content: Optional[Mapping[str, Any]] = None,
+    *,
+    label: Optional[str] = None,
+) -> str:
+    """"2:00pm" (with the zone, "1:30am GMT", when that time happens twice that night).
+
+    label names the zone after the time ("2:00pm Paris time"; bot.time_zones.time_label
+    says when one is needed).
+    """
     content = content or load_content()
     formats = content["formats"]
+    if label:
+        return formats["time_in_zone"].format(time=say_time(instant, time_zone, content), label=label)
     local = instant.astimezone(zone(time_zone))
     if local.hour == 12 and local.minute == 0:
         return formats["noon"]
@@ -903,8 +915,10 @@ def say_when(
     time_zone: Optional[str] = None,
     now: Optional[datetime] = None,
     content: Optional[Mapping[str, Any]] = None,
+    *,
+    label: Optional[str] = None,
 ) -> str:
-    """"Thursday 27 November at 2:00pm" in the champion's zone (with the year when it is not this year)."""
+    """"Thursday 27 November at 2:00pm" in time_zone (with the year when it is not this year; label: see say_time)."""
     content = content or load_content()
     formats = content["formats"]
     tz = zone(time_zone)
@@ -915,7 +929,7 @@ def say_when(
         day=local.day,
         month=local.strftime("%B"),
         year=local.year,
-        time=say_time(instant, time_zone, content),
+        time=say_time(instant, time_zone, content, label=label),
     )
 
 
@@ -925,11 +939,13 @@ def say_confirmation(
     time_zone: Optional[str] = None,
     now: Optional[datetime] = None,
     content: Optional[Mapping[str, Any]] = None,
+    *,
+    label: Optional[str] = None,
 ) -> str:
-    """"Thursday 27 November at 2:00pm: the PRG meeting"."""
+    """"Thursday 27 November at 2:00pm: the PRG meeting" ("... at 2:00pm Paris time: ..." with a label)."""
     content = content or load_content()
     return content["formats"]["confirmation"].format(
-        when=say_when(instant, time_zone, now, content), description=description
+        when=say_when(instant, time_zone, now, content, label=label), description=description
     )
 
 
@@ -963,7 +979,12 @@ def say_starts_in(remaining: timedelta, content: Optional[Mapping[str, Any]] = N
 
 
 def say_relative_day(
-    instant: datetime, now: datetime, time_zone: Optional[str] = None, content: Optional[Mapping[str, Any]] = None
+    instant: datetime,
+    now: datetime,
+    time_zone: Optional[str] = None,
+    content: Optional[Mapping[str, Any]] = None,
+    *,
+    label: Optional[str] = None,
 ) -> str:
     """"today at 2:00pm", "tomorrow, Thursday 27 November at 2:00pm" or "on Thursday 27 November at 2:00pm"."""
     content = content or load_content()
@@ -971,7 +992,8 @@ def say_relative_day(
     days = (instant.astimezone(tz).date() - now.astimezone(tz).date()).days
     key = "today" if days <= 0 else "tomorrow" if days == 1 else "other"
     return content["formats"]["relative_day"][key].format(
-        time=say_time(instant, time_zone, content), when=say_when(instant, time_zone, now, content)
+        time=say_time(instant, time_zone, content, label=label),
+        when=say_when(instant, time_zone, now, content, label=label),
     )
 
 

@@ -108,6 +108,9 @@ class DueReminder:
     description: str
     starts_at: datetime
     time_zone: str
+    # The champion's own zone now (champions.time_zone; None: the default), which may differ from
+    # the meeting's: the wording names the meeting's zone then, and snoozes use the champion's.
+    champion_time_zone: Optional[str] = None
 
     @property
     def source_key(self) -> str:
@@ -239,6 +242,8 @@ class ReminderRepository:
             meeting_id = int(meeting_id)
         except (TypeError, ValueError):
             return None
+        if not 0 < meeting_id < 2**31:  # no such row (a huge number would overflow the database's integer)
+            return None
         with self._sessions() as session:
             view = self._load(session, meeting_id)
         return view if view is not None and view.champion_id == champion_id else None
@@ -265,6 +270,8 @@ class ReminderRepository:
         try:
             reminder_id = int(reminder_id)
         except (TypeError, ValueError):
+            return None
+        if not 0 < reminder_id < 2**31:  # no such row (a huge number would overflow the database's integer)
             return None
         with self._sessions() as session:
             row = session.get(Reminder, reminder_id)
@@ -438,8 +445,10 @@ class ReminderRepository:
                     Meeting.description,
                     Meeting.starts_at,
                     Meeting.time_zone,
+                    Champion.time_zone,
                 )
                 .join(Meeting, Meeting.id == Reminder.meeting_id)
+                .join(Champion, Champion.id == Meeting.champion_id)
                 .where(Reminder.status == STATUS_PENDING, Reminder.due_at <= now, Meeting.cancelled_at.is_(None))
                 .order_by(Reminder.due_at, Reminder.id)
                 .limit(max(0, limit))
@@ -457,6 +466,7 @@ class ReminderRepository:
                 description=row[8],
                 starts_at=as_utc(row[9]),
                 time_zone=row[10],
+                champion_time_zone=row[11],
             )
             for row in rows
         ]

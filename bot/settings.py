@@ -48,6 +48,31 @@ class Settings:
     # The web chat's public address (https://...), for link buttons on Telegram; unset: no links.
     public_base_url: Optional[str] = None
     organisations_file: Path = ROOT / "knowledge" / "organisations.yml"
+    # Rasa's endpoints file: where its tracker store (the conversations) lives, read by the
+    # "what do you know about me?" download and the erasure pass (bot/rasa_tracker.py).
+    rasa_endpoints: Path = Path("endpoints.yml")
+    # "Delete my data": the erasure pass removes a champion this long after their request
+    # and their last message (bot/erasure.py).
+    erasure_delay_seconds: float = 10.0
+    # Conversation records (transcripts, Rasa's events, sent messages) older than this are deleted.
+    retention_days: float = 365.0
+    retention_check_seconds: float = 3600.0
+    # The engagement team's console (bot/console): where it listens, how long a session lasts
+    # without use, how many wrong passwords lock a username (for CONSOLE_LOCKOUT_MINUTES), and
+    # whether its cookie needs HTTPS (set CONSOLE_SECURE_COOKIE=true behind an HTTPS proxy).
+    console_host: str = "127.0.0.1"
+    console_port: int = 8001
+    console_idle_minutes: float = 30.0
+    console_max_failures: int = 5
+    console_lockout_minutes: float = 15.0
+    console_secure_cookie: bool = False
+
+    @property
+    def rasa_urls(self) -> tuple:
+        """The Rasa servers in RASA_URL (one, or several separated by commas)."""
+        from bot.rasa_client import parse_rasa_urls
+
+        return parse_rasa_urls(self.rasa_url)
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum: float) -> float:
@@ -99,4 +124,14 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         team_token=(env.get("TEAM_TOKEN") or "").strip() or None,
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").strip().rstrip("/") or None,
         organisations_file=Path(env.get("ORGANISATIONS_FILE") or ROOT / "knowledge" / "organisations.yml"),
+        rasa_endpoints=Path(env.get("RASA_ENDPOINTS") or "endpoints.yml"),
+        erasure_delay_seconds=float(_number(env, "ERASURE_DELAY_SECONDS", "10", float, 0)),
+        retention_days=float(_number(env, "RETENTION_DAYS", "365", float, 1)),
+        retention_check_seconds=float(_number(env, "RETENTION_CHECK_SECONDS", "3600", float, 1)),
+        console_host=env.get("CONSOLE_HOST") or "127.0.0.1",
+        console_port=int(_number(env, "CONSOLE_PORT", "8001", int, 0)),
+        console_idle_minutes=float(_number(env, "CONSOLE_IDLE_MINUTES", "30", float, 1)),
+        console_max_failures=int(_number(env, "CONSOLE_MAX_FAILURES", "5", int, 1)),
+        console_lockout_minutes=float(_number(env, "CONSOLE_LOCKOUT_MINUTES", "15", float, 1)),
+        console_secure_cookie=_choice(env, "CONSOLE_SECURE_COOKIE", "false", ("true", "false")) == "true",
     )

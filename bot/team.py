@@ -1,4 +1,4 @@
-"""The engagement team's command-line tool: broadcasts to champions, groups, and the list of champions.
+"""The engagement team's command-line tool: broadcasts to champions, groups, the list of champions, and reflections.
 
 Run `python -m bot.team --help`. Every command needs the team token (TEAM_TOKEN in the
 configuration); the tool reads it from COMPANION_TEAM_TOKEN, a --token-file, or asks for it.
@@ -109,7 +109,8 @@ def _short_when(moment: Optional[datetime]) -> str:
 
 DESCRIPTION = """\
 The engagement team's tool for the co-production companion: send a message to
-champions now or later, see how a message went, and keep groups of champions.
+champions now or later, see how a message went, keep groups of champions, and
+export or summarise the reflections champions chose to share.
 
 Every command needs the team token (TEAM_TOKEN in the companion's configuration).
 Give it in the environment variable COMPANION_TEAM_TOKEN, or with --token-file,
@@ -122,7 +123,9 @@ examples:
   python -m bot.team broadcast report 7
   python -m bot.team group create organisation "Leeds Teaching Hospitals"
   python -m bot.team group add organisation "Leeds Teaching Hospitals" 12 15 18
-  python -m bot.team champion list"""
+  python -m bot.team champion list
+  python -m bot.team reflections export --from 2026-11-01 --to 2026-11-30 --out november.csv
+  python -m bot.team reflections report --from 1/11/2026 --to 30/11/2026 --session board --out report.html"""
 
 TO_HELP = (
     "who gets it: all (every champion), group:<kind>:<name> (kind is organisation, cohort or "
@@ -252,7 +255,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every champion: id, channel, when they joined, organisation, groups, and "
         "whether they said stop or cannot be reached. Never shows what they wrote.",
     )
+
+    # reflections ...
+    reflections = areas.add_parser(
+        "reflections", help="what champions shared after sessions: a CSV export, or a report page",
+        description="Reflections, ratings and pledges champions chose to share (anonymously or with "
+        "their name). Private ones are never exported; anonymous ones carry no name or chat id.",
+    )
+    r_cmds = reflections.add_subparsers(dest="command", metavar="ACTION", required=True)
+    r_export = r_cmds.add_parser(
+        "export", parents=[common], help="write shared reflections and pledges to a CSV file",
+        description="Write the shared reflections and their pledges to a CSV file for a spreadsheet: "
+        "one row per reflection, followed by one row per pledge (the 'record' column says which). "
+        "The file is readable by you only.",
+    )
+    r_report = r_cmds.add_parser(
+        "report", parents=[common], help="write a summary page (HTML, with charts) of shared reflections",
+        description="Write one HTML page: how many reflections, how sessions were rated, where the "
+        "pledges stand, and the take-aways in full. Open it in any browser; it is readable by you only.",
+    )
+    for command, suffix in ((r_export, "csv"), (r_report, "html")):
+        _reflection_filter_options(command)
+        command.add_argument("--out", required=True, metavar="PATH", help=f"the file to write (e.g. november.{suffix})")
     return parser
+
+
+def _reflection_filter_options(parser: argparse.ArgumentParser) -> None:
+    """--from, --to, --session, --organisation."""
+    parser.add_argument("--from", dest="date_from", metavar="DAY",
+                        help="first day, London time: 2026-11-01 or 1/11/2026 (day first); default: the beginning")
+    parser.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included; default: up to now")
+    parser.add_argument("--session", metavar="TEXT",
+                        help="only sessions whose name contains this (any capitals), e.g. \"board\"")
+    parser.add_argument("--organisation", metavar="KEY",
+                        help="only this organisation's key from knowledge/organisations.yml, e.g. leeds")
 
 
 # --- running a command --------------------------------------------------------------------------
@@ -268,6 +304,7 @@ class Context:
     environ: Mapping[str, str]
     stdin: TextIO
     out: TextIO
+    sessions: Optional[Callable] = None  # the database's session factory (reflections)
 
 
 def _plural(count: int, word: str) -> str:
@@ -556,6 +593,48 @@ def _table(out: TextIO, rows: Sequence[Sequence[str]]) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
+def _reflection_filter(args: argparse.Namespace):
+    """The ReflectionFilter the options ask for."""
+    from bot.reflection_export import ReflectionFilter
+
+    return ReflectionFilter.parse(args.date_from, args.date_to, args.session, args.organisation)
+
+
+def _left_out(count: int) -> str:
+    """"2 private reflections were left out." (a count only)."""
+    return f"{_plural(count, 'private reflection')} {'was' if count == 1 else 'were'} left out."
+
+
+def cmd_reflections_export(args: argparse.Namespace, ctx: Context) -> int:
+    """reflections export (counts only on screen; the text goes to the file)."""
+    from bot.reflection_export import csv_bytes, fetch_shared, write_private_file
+
+    selection = fetch_shared(ctx.sessions, _reflection_filter(args), auth=ctx.auth)
+    path = write_private_file(args.out, csv_bytes(selection))
+    named = sum(1 for r in selection.shared if r.named)
+    ctx.out.write(
+        f"Wrote {_plural(len(selection.shared), 'shared reflection')} ({named:,} named, "
+        f"{len(selection.shared) - named:,} anonymous) and {_plural(selection.pledge_count, 'pledge')} "
+        f"to {path} ({selection.filters.describe()}).\n{_left_out(selection.private_left_out)}\n"
+    )
+    return EXIT_OK
+
+
+def cmd_reflections_report(args: argparse.Namespace, ctx: Context) -> int:
+    """reflections report (counts only on screen; the text goes to the page)."""
+    from bot.reflection_export import write_private_file
+    from bot.reflection_report import build_report, format_average, render_html
+
+    report = build_report(ctx.sessions, _reflection_filter(args), auth=ctx.auth)
+    path = write_private_file(args.out, render_html(report).encode("utf-8"))
+    ctx.out.write(
+        f"Wrote the report on {_plural(report.reflections, 'shared reflection')} to {path} "
+        f"({report.filters.describe()}).\nAverage rating {format_average(report.average_rating)}, "
+        f"{_plural(report.pledges, 'pledge')}. {_left_out(report.private_left_out)}\n"
+    )
+    return EXIT_OK
+
+
 COMMANDS: Dict[tuple, Callable[[argparse.Namespace, Context], int]] = {
     ("broadcast", "preview"): cmd_broadcast_preview,
     ("broadcast", "send"): cmd_broadcast_send,
@@ -568,6 +647,8 @@ COMMANDS: Dict[tuple, Callable[[argparse.Namespace, Context], int]] = {
     ("group", "add"): cmd_group_add,
     ("group", "remove"): cmd_group_remove,
     ("champion", "list"): cmd_champion_list,
+    ("reflections", "export"): cmd_reflections_export,
+    ("reflections", "report"): cmd_reflections_report,
 }
 
 
@@ -612,7 +693,7 @@ def main(
         migrate(settings.database_url)
         engine = make_engine(settings.database_url)
         sessions = make_session_factory(engine)
-        ctx = Context(Broadcasts(sessions), GroupRepository(sessions), auth, environ, stdin, out)
+        ctx = Context(Broadcasts(sessions), GroupRepository(sessions), auth, environ, stdin, out, sessions)
         return COMMANDS[(args.area, args.command)](args, ctx)
     except TeamInputError as exc:
         err.write(f"error: {exc}\n")

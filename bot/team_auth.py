@@ -47,3 +47,12 @@ def require(auth: object) -> None:
     """Raise NotAuthorised unless auth is a TeamPass from authorise()."""
     if not isinstance(auth, TeamPass) or getattr(auth, "_seal", None) is not _SEAL:
         raise NotAuthorised("Only the engagement team can do this: present the team token first.")
+
+
+def authorise_member(signed_in: object) -> TeamPass:
+    """A TeamPass for a team member signed in to the console (bot.console.accounts.SignedIn); else NotAuthorised."""
+    from bot.console.accounts import SignedIn
+
+    if not isinstance(signed_in, SignedIn):
+        raise NotAuthorised("Only a signed-in team member can do this.")
+    return TeamPass(_SEAL)

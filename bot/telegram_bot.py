@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from telegram import BotCommand, ChatMember, LinkPreviewOptions, Message, Update
+from telegram import BotCommand, ChatMember, InputFile, LinkPreviewOptions, Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError, TimedOut
 from telegram.ext import (
@@ -34,8 +34,11 @@ from telegram.ext import (
 )
 
 from bot.models import DIRECTION_IN, DIRECTION_OUT, Champion
+from bot.my_data import FILENAME as MY_DATA_FILENAME
+from bot.my_data import MyDataFiles
+from bot.rasa_tracker import TrackerEvents
 from bot.repository import ChatRepository
-from bot.rasa_replies import rasa_messages
+from bot.rasa_client import RasaClient, parse_rasa_urls
 from bot.sender_ids import sender_id
 from bot.settings import Settings
 from bot.text import clean_text
@@ -52,6 +55,7 @@ from bot.telegram_limits import make_bot
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
+DISPLAY_NAME_MAX = 200  # champions.display_name
 # Rasa intents the commands start (domain/basics.yml).
 GREET_PAYLOAD = "/greet"
 HELP_PAYLOAD = "/help"
@@ -79,7 +83,16 @@ class Services:
     callbacks: CallbackRepository
     wording: Dict[str, Any]
     public_base_url: Optional[str] = None
+    # The champion's "what do you know about me?" file, sent as a document.
+    my_data: Optional[MyDataFiles] = None
     _http: Optional[aiohttp.ClientSession] = field(default=None, repr=False)
+    _rasa: Optional[RasaClient] = field(default=None, repr=False)
+
+    def rasa(self) -> RasaClient:
+        """The Rasa servers (several when RASA_URL lists more than one), taken in turn."""
+        if self._rasa is None:
+            self._rasa = RasaClient(parse_rasa_urls(self.rasa_url))
+        return self._rasa
 
     def reply(self, key: str, **values: str) -> str:
         """One of the Telegram side's replies from knowledge/telegram.yml."""
@@ -95,10 +108,12 @@ class Services:
         return self._http
 
     async def close(self) -> None:
-        """Close the HTTP session to Rasa."""
+        """Close the HTTP session to Rasa (and the connection to Rasa's store)."""
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self.my_data is not None:
+            self.my_data.close()
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -149,9 +164,20 @@ def _send_options(bot: Any) -> Dict[str, Any]:
 # --- the champion and the transcript ---------------------------------------------------------
 
 
-async def _champion(services: Services, chat_id: int) -> Champion:
-    """The champion of this chat, created on first contact."""
-    return await asyncio.to_thread(services.chats.get_or_create_champion, CHANNEL, str(chat_id))
+async def _champion(services: Services, chat_id: int, update: Optional[Update] = None) -> Champion:
+    """The champion of this chat, created on first contact (named by their Telegram first name, for the team's list)."""
+    return await asyncio.to_thread(
+        services.chats.get_or_create_champion, CHANNEL, str(chat_id), _first_name(update)
+    )
+
+
+def _first_name(update: Optional[Update]) -> Optional[str]:
+    """The sender's Telegram first name in a private chat, cleaned and capped; None otherwise."""
+    user = update.effective_user if update is not None else None
+    chat = update.effective_chat if update is not None else None
+    if user is None or chat is None or chat.type != ChatType.PRIVATE:
+        return None
+    return clean_text(user.first_name or "", multiline=False)[:DISPLAY_NAME_MAX] or None
 
 
 async def _store(
@@ -175,19 +201,7 @@ async def _store(
 async def rasa_replies(services: Services, chat_id: int, message: str) -> Optional[List[Dict[str, Any]]]:
     """Rasa's replies to message from this chat ({"text", "buttons"} each), or None when Rasa is
     down, too slow or answers with an error."""
-    try:
-        async with services.http().post(
-            f"{services.rasa_url}/webhooks/rest/webhook",
-            json={"sender": sender_id(CHANNEL, str(chat_id)), "message": message},
-        ) as response:
-            if response.status != 200:
-                raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message="Rasa error"
-                )
-            return rasa_messages(await response.json(content_type=None))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        log.warning("Rasa did not answer chat %s (%s): %s", chat_id, type(exc).__name__, exc)
-        return None
+    return await services.rasa().replies(services.http(), sender_id(CHANNEL, str(chat_id)), message)
 
 
 async def ask_rasa(services: Services, chat_id: int, message: str) -> List[Dict[str, Any]]:
@@ -230,6 +244,9 @@ async def send_replies(
     """Store each companion message in the transcript, then send it as one or more Telegram messages."""
     services = _services(context)
     for message in messages:
+        if message.get("attachment") == "my_data" and not message.get("text"):
+            await _send_my_data(context, champion, chat_id)
+            continue
         await _store(services, champion, DIRECTION_OUT, message["text"], message.get("buttons") or None)
         try:
             parts = await asyncio.to_thread(
@@ -249,6 +266,27 @@ async def send_replies(
         except TelegramError:
             log.exception("could not send a reply to chat %s", chat_id)
             return
+
+
+async def _send_my_data(context: ContextTypes.DEFAULT_TYPE, champion: Champion, chat_id: int) -> None:
+    """Send the champion everything held about them as a JSON document (bot/my_data.py)."""
+    services = _services(context)
+    if services.my_data is None:
+        return
+    try:
+        data = await asyncio.to_thread(services.my_data.for_champion, champion.id)
+    except Exception:  # noqa: BLE001 - the app database or Rasa's store is away
+        log.exception("could not build the my-data file for chat %s", chat_id)
+        data = None
+    if data is None:
+        await _say(context, champion, chat_id, "trouble")
+        return
+    try:
+        await context.bot.send_document(
+            chat_id, InputFile(data, filename=MY_DATA_FILENAME), **_send_options(context.bot)
+        )
+    except TelegramError:
+        log.exception("could not send the my-data file to chat %s", chat_id)
 
 
 async def _say(context: ContextTypes.DEFAULT_TYPE, champion: Champion, chat_id: int, key: str) -> None:
@@ -280,7 +318,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat_id = update.effective_chat.id
     text = clean_text(update.effective_message.text or "")
     try:
-        champion = await _champion(services, chat_id)
+        champion = await _champion(services, chat_id, update)
     except SQLAlchemyError:
         log.exception("could not find the champion of chat %s", chat_id)
         await context.bot.send_message(chat_id, services.reply("trouble"))
@@ -308,7 +346,7 @@ async def on_other(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = _services(context)
     chat_id = update.effective_chat.id
     message = update.effective_message
-    champion = await _champion(services, chat_id)
+    champion = await _champion(services, chat_id, update)
     caption = clean_text(message.caption or "")
     await _store(services, champion, DIRECTION_IN, f"[{_attachment_kind(message)}] {caption}".strip())
     await _say(context, champion, chat_id, "not_text")
@@ -318,7 +356,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start: the champion is (again) reachable and gets the team's messages; Rasa greets them."""
     services = _services(context)
     chat_id = update.effective_chat.id
-    champion = await _champion(services, chat_id)
+    champion = await _champion(services, chat_id, update)
     await _store(services, champion, DIRECTION_IN, "/start")
     if champion.unreachable_at is not None:
         await asyncio.to_thread(services.chats.set_reachable, champion, True)
@@ -332,7 +370,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     """/help: the commands, then what the assistant can help with (Rasa's help and its buttons)."""
     services = _services(context)
     chat_id = update.effective_chat.id
-    champion = await _champion(services, chat_id)
+    champion = await _champion(services, chat_id, update)
     await _store(services, champion, DIRECTION_IN, "/help")
     await _say(context, champion, chat_id, "help")
     replies = await rasa_replies(services, chat_id, HELP_PAYLOAD)
@@ -344,7 +382,7 @@ async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/stop: no more messages from the engagement team; chatting still works."""
     services = _services(context)
     chat_id = update.effective_chat.id
-    champion = await _champion(services, chat_id)
+    champion = await _champion(services, chat_id, update)
     await _store(services, champion, DIRECTION_IN, "/stop")
     if champion.opted_out_at is not None:
         await _say(context, champion, chat_id, "already_stopped")
@@ -354,11 +392,24 @@ async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Any other /command: point to /help (commands are never passed to Rasa as intents)."""
+    """Any other /command: point to /help (commands are never passed to Rasa as intents).
+
+    Words after the command go to Rasa as a message of their own, so that "/anything I want to
+    end my life" still reaches the crisis check.
+    """
     services = _services(context)
     chat_id = update.effective_chat.id
-    champion = await _champion(services, chat_id)
-    await _store(services, champion, DIRECTION_IN, clean_text(update.effective_message.text or "")[:200])
+    champion = await _champion(services, chat_id, update)
+    text = clean_text(update.effective_message.text or "")
+    words = text.split(maxsplit=1)
+    if len(words) == 2 and words[1].strip():
+        await _store(services, champion, DIRECTION_IN, text)
+        if len(text) > services.settings.max_message_chars:
+            await _say(context, champion, chat_id, "too_long")
+            return
+        await relay(context, champion, chat_id, words[1].strip())
+        return
+    await _store(services, champion, DIRECTION_IN, text[:200])
     await _say(context, champion, chat_id, "unknown_command")
 
 
@@ -400,15 +451,18 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     query = update.callback_query
     chat_id = update.effective_chat.id if update.effective_chat else query.from_user.id
     answered = False
+    # Only our own buttons' payloads are expected, but a modified client can send any callback_data:
+    # control characters and lone surrogates (which no database can store) are taken out first.
+    data = clean_text(query.data or "")
     try:
         try:
-            payload = await asyncio.to_thread(services.callbacks.resolve, query.data or "")
+            payload = await asyncio.to_thread(services.callbacks.resolve, data) if data else None
         except SQLAlchemyError:
             log.exception("could not look up a button payload")
             payload = None
         await query.answer()
         answered = True
-        champion = await _champion(services, chat_id)
+        champion = await _champion(services, chat_id, update)
         if not payload:
             await _say(context, champion, chat_id, "button_expired")
             return
@@ -438,7 +492,7 @@ async def on_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await asyncio.to_thread(services.chats.set_reachable, champion, False, BLOCKED_REASON)
             log.info("chat %s blocked the bot: marked unreachable", chat_id)
     elif status == ChatMember.MEMBER:
-        champion = await _champion(services, chat_id)
+        champion = await _champion(services, chat_id, update)
         await asyncio.to_thread(services.chats.set_reachable, champion, True)
 
 
@@ -467,11 +521,12 @@ def build_application(
     )
     application.bot_data[SERVICES_KEY] = Services(
         settings=settings,
-        rasa_url=rasa_url.rstrip("/"),
+        rasa_url=rasa_url,
         chats=ChatRepository(session_factory),
         callbacks=CallbackRepository(session_factory),
         wording=wording,
         public_base_url=settings.public_base_url,
+        my_data=MyDataFiles(session_factory, TrackerEvents.from_settings(settings)),
     )
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
     application.add_handler(CommandHandler("start", start, filters=private))

@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional
 import aiohttp
 import yaml
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,8 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import DIRECTION_IN, DIRECTION_OUT, ChatMessage
 from bot.organisations import DirectoryCache, OrganisationError
+from bot.my_data_download import add_my_data_routes
 from bot.plan_download import add_plan_routes
-from bot.rasa_replies import rasa_messages, reply
+from bot.rasa_client import RasaClient
+from bot.rasa_replies import reply
 from bot.repository import ChatRepository
 from bot.settings import ROOT, Settings, load_settings
 from bot.text import clean_text
@@ -48,6 +52,7 @@ INTERFACE = web.AppKey("interface", dict)
 REPOSITORY = web.AppKey("repository", ChatRepository)
 ENGINE = web.AppKey("engine", Engine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+RASA = web.AppKey("rasa", RasaClient)
 DIRECTORIES = web.AppKey("directories", DirectoryCache)
 QUESTION_TEXT = web.AppKey("question_text", str)
 
@@ -109,6 +114,8 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _rejected(request.app, "too_long", status=413)
+    except (web.RequestPayloadError, HttpProcessingError):  # e.g. "Content-Encoding: gzip" on a body that is not gzip
+        return _error(400, "The request body could not be read.")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
@@ -140,6 +147,9 @@ async def post_message(request: web.Request) -> web.Response:
         if not isinstance(text, str):
             return _error(400, "Send either text, or payload and title, as strings.")
         to_rasa = shown = clean_text(text)
+        # Typed words are read as words: a leading "/" would make Rasa take them as an intent
+        # (a forged button), and could skip the crisis check. Buttons send `payload` instead.
+        to_rasa = to_rasa.lstrip("/").strip()
         stored_payload = None
     if not to_rasa:
         return _rejected(app, "empty")
@@ -161,21 +171,11 @@ async def post_message(request: web.Request) -> web.Response:
         )
 
     reason = None
-    try:
-        async with app[HTTP].post(
-            f"{settings.rasa_url}/webhooks/rest/webhook",
-            json={"sender": f"{CHANNEL}-{sender_id}", "message": to_rasa},
-        ) as response:
-            if response.status != 200:
-                raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message="Rasa error"
-                )
-            messages = rasa_messages(await response.json(content_type=None))
-        if not messages:
-            messages = [reply(wording["no_reply"])]
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        log.warning("Rasa did not answer (%s): %s", type(exc).__name__, exc)
+    messages = await app[RASA].replies(app[HTTP], f"{CHANNEL}-{sender_id}", to_rasa)
+    if messages is None:
         messages, reason = [reply(wording["trouble"])], "rasa_unavailable"
+    elif not messages:
+        messages = [reply(wording["no_reply"])]
 
     try:
         for message in messages:
@@ -292,7 +292,11 @@ async def json_errors(request: web.Request, handler):
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
         return _error(exc.status, exc.reason)
-    except Exception:  # noqa: BLE001 - last resort: log it, answer kindly
+    except Exception as exc:  # noqa: BLE001 - last resort: log it, answer kindly
+        if isinstance(exc, OSError) and request.path.startswith("/static/"):
+            # A static file name the file system refuses (e.g. too long): there is no such file.
+            log.info("no static file for a request: %s", exc.strerror)
+            raise web.HTTPNotFound() from None
         log.exception("unexpected error on %s %s", request.method, request.path)
         if not request.path.startswith("/api/"):
             raise
@@ -321,11 +325,39 @@ async def _resources(app: web.Application):
     app[HTTP] = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.rasa_timeout_seconds)
     )
+    app[RASA] = RasaClient(settings.rasa_urls)
     try:
         yield
     finally:
         await app[HTTP].close()
         engine.dispose()
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without the query string: a web chat's sender_id (its key to the
+    transcript) travels in the query of GET /api/history, /api/my-data.json and /api/plan.md."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """One line per request: method, path, status, bytes sent and seconds taken."""
+        self.logger.info(
+            '"%s %s" %s %s %.3fs', request.method, request.path, response.status, response.body_length, time
+        )
+
+
+class QuietMalformedRequests(logging.Filter):
+    """aiohttp logs each malformed HTTP request it refuses (400), and a body it could not decode, as an
+    error with a traceback and the request's own bytes, which may hold a sender id: log one line
+    naming the kind of fault instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record of a refused malformed request; let every other record through."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (HttpProcessingError, web.RequestPayloadError)):
+            code = getattr(error, "code", 400)
+            record.msg, record.args = "refused a malformed HTTP request (%s): %s", (code, type(error).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -337,6 +369,7 @@ def build_app(settings: Settings) -> web.Application:
     app[QUESTION_TEXT] = load_question_text()
     app.cleanup_ctx.append(_resources)
     add_plan_routes(app, settings, engine_key=ENGINE)
+    add_my_data_routes(app, settings, engine_key=ENGINE)
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
@@ -350,9 +383,13 @@ def build_app(settings: Settings) -> web.Application:
 def main() -> None:
     """Run the web chat on WEB_HOST:WEB_PORT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(QuietMalformedRequests())
     settings = load_settings()
     log.info("web chat on http://%s:%s (Rasa at %s)", settings.web_host, settings.web_port, settings.rasa_url)
-    web.run_app(build_app(settings), host=settings.web_host, port=settings.web_port, print=None)
+    web.run_app(
+        build_app(settings), host=settings.web_host, port=settings.web_port, print=None,
+        access_log_class=PathOnlyAccessLogger,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SQLALCHEMY_SILENCE_UBER_WARNING=1
+# Rasa reports usage and crashes to outside services unless told not to; nothing leaves this machine.
+export RASA_TELEMETRY_ENABLED=false
 scripts/bootstrap.sh
 scripts/browser-deps.sh
 echo "== rasa data validate"

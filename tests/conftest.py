@@ -22,6 +22,25 @@ MODEL = ROOT / "models" / "coproduction.tar.gz"
 LIVE_STACK_TIMEOUT = float(os.environ.get("LIVE_STACK_TIMEOUT", "180"))
 # An address where nothing listens: "Rasa is down".
 UNREACHABLE_URL = "http://127.0.0.1:9"
+# Debian's Chromium for the browser tests, and the flags that keep it off the network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest_asyncio.fixture
+async def browser():
+    """Debian's Chromium driven by Playwright (the test is skipped where it is not installed)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (scripts/browser-deps.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 @pytest.fixture
@@ -205,3 +224,36 @@ def engine(database_url):
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+# --- Rasa's tracker store beside the app database ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_tracker_url():
+    """A throwaway PostgreSQL database for Rasa's tracker store (dropped at the end)."""
+    from tests.champion_data import create_pg_database, drop_pg_database
+
+    name = create_pg_database()
+    if name is None:
+        if os.environ.get("CI"):
+            pytest.fail("no PostgreSQL server at 127.0.0.1:5432")
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def tracker_url(database_url, tmp_path, request):
+    """Rasa's tracker store (a real rasa SQLTrackerStore's events table, empty) of the same kind as the app database."""
+    from sqlalchemy import text
+
+    from tests.champion_data import tracker_store
+
+    url = (f"sqlite:///{tmp_path / 'rasa_tracker.db'}" if database_url.startswith("sqlite")
+           else request.getfixturevalue("pg_tracker_url"))
+    store = tracker_store(url)
+    with store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM events"))
+    store.engine.dispose()
+    yield url

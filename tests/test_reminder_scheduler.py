@@ -311,14 +311,15 @@ def test_day_before_reminder_has_the_checklist_and_the_plan(sessions, repo):
 
 
 def test_after_meeting_prompt(sessions, repo):
-    """After the meeting, a plain "how did it go?" prompt."""
+    """After the meeting, "how did it go?" with a button to reflect on that meeting."""
     champion = new_champion(sessions)
     meeting = repo.create_meeting(champion, "the PRG meeting", utcnow() + timedelta(hours=1), offsets=[])
     prompt = meeting.reminders[0]
     assert prompt.kind == "after_meeting"
     ReminderDispatcher(sessions).run_once(prompt.due_at + timedelta(seconds=1))
     message = outbound_for(sessions, prompt.id)[0]
-    assert message.text.startswith("How did the PRG meeting go?") and message.buttons is None
+    assert message.text.startswith("How did the PRG meeting go?")
+    assert message.buttons == [{"title": "Reflect now", "payload": f'/reflect{{"rf_meeting": "{meeting.id}"}}'}]
 
 
 def test_checklist_is_quoted_from_the_seeds():

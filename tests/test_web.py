@@ -476,3 +476,15 @@ async def test_plan_download_link_is_kept_and_foreign_links_dropped():
     ])
     assert messages[0]["buttons"] == [{"title": "Download my plan", "url": "/api/plan.md?sender_id=a&project=1"}]
     assert messages[1]["buttons"] == []
+
+
+async def test_typed_slash_text_is_read_as_words_not_as_a_button(client, fake_rasa):
+    """Typing a button's payload ("/delete_my_data{...}") sends words to Rasa, never an intent; stored as typed."""
+    sender = new_sender()
+    typed = '/delete_my_data{"my_data_choice":"yes"}'
+    status, body = await post(client, sender_id=sender, text=typed)
+    assert status == 200 and body["accepted"] is True
+    assert fake_rasa.requests[-1]["message"] == typed.lstrip("/")
+    assert (await history(client, sender))[0]["text"] == typed
+    status, body = await post(client, sender_id=sender, text="///")
+    assert status == 400 or body.get("reason") == "empty"

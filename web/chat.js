@@ -97,7 +97,9 @@
 
   function addLinks(item, links) {
     links.forEach(function (link) {
-      if (typeof link.url !== "string" || link.url.indexOf("/api/plan.md?") !== 0) { return; }
+      // Only our own downloads: the five steps plan and the champion's own data.
+      if (typeof link.url !== "string" ||
+          (link.url.indexOf("/api/plan.md?") !== 0 && link.url.indexOf("/api/my-data.json?") !== 0)) { return; }
       var a = document.createElement("a");
       a.className = "download";
       a.href = link.url;
