@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence, Text
+from typing import Any, Dict, List, Optional, Sequence, Text
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
@@ -22,6 +22,7 @@ from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
 
 from actions.champions import ActionEngagementTeam, champion_for
+from actions.clock import now
 from actions.db import get_sessions
 from bot.checkins import (
     ALREADY_ANSWERED,
@@ -59,20 +60,6 @@ WHEN_ENTITY = "ci_when"
 
 
 # --- the clock, the database and the wording -----------------------------------------------------
-
-_clock: Optional[Callable[[], datetime]] = None
-
-
-def set_clock(clock: Optional[Callable[[], datetime]]) -> None:
-    """Read "now" from clock (tests pin it); None: the real time."""
-    global _clock
-    _clock = clock
-
-
-def now() -> datetime:
-    """The current time in UTC (or the pinned one)."""
-    return (_clock or (lambda: datetime.now(timezone.utc)))().astimezone(timezone.utc)
-
 
 def repository() -> CheckInRepository:
     """Pledges and check-ins on the action server's app database (actions.db)."""

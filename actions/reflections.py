@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Text, Tuple
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -34,8 +32,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
 
-from actions.db import get_sessions, use_sessions
-from actions.walkthrough import normalise, readable
+from actions.clock import now
+from actions.db import get_sessions
+from actions.forms import Message, Outcome, get_state, join, normalise, read_message, readable, say_trouble, sender_of
 from bot.plans import PlanRepository, fill, shorten
 from bot.reflection_models import SHARING_ANONYMOUS, SHARING_NAMED, SHARING_PRIVATE
 from bot.reflections import (
@@ -91,42 +90,13 @@ STOP_DONE, STOP_PAUSED, STOP_CRISIS, STOP_TROUBLE, STOP_OTHER, STOP_NOTHING = (
 SHARING_BUTTONS = {"named": SHARING_NAMED, "anonymous": SHARING_ANONYMOUS, "private": SHARING_PRIVATE}
 
 
-# --- the database and the clock, opened on first use ---------------------------------------------
-
-_lock = threading.Lock()
-_plans: Optional[PlanRepository] = None
-_reflections: Optional[ReflectionRepository] = None
-_clock: Optional[Callable[[], datetime]] = None
+# --- the database (opened on first use by actions.db) --------------------------------------------
 
 
 def get_repositories() -> Tuple[PlanRepository, ReflectionRepository]:
-    """(plans, reflections) on the action server's app database (actions.db), or the ones set for tests."""
-    global _plans, _reflections
-    with _lock:
-        if _reflections is None:
-            sessions = get_sessions()
-            _plans, _reflections = PlanRepository(sessions), ReflectionRepository(sessions)
-        return _plans, _reflections
-
-
-def use_repositories(plans: Optional[PlanRepository], reflections: Optional[ReflectionRepository]) -> None:
-    """Use these repositories from now on (None: open DATABASE_URL again on next use)."""
-    global _plans, _reflections
-    with _lock:
-        _plans, _reflections = plans, reflections
-    if reflections is None:
-        use_sessions(None)
-
-
-def set_clock(clock: Optional[Callable[[], datetime]]) -> None:
-    """Read "now" from clock (tests pin it); None: the real time."""
-    global _clock
-    _clock = clock
-
-
-def now() -> datetime:
-    """The current time in UTC (or the pinned one)."""
-    return (_clock or (lambda: datetime.now(timezone.utc)))().astimezone(timezone.utc)
+    """(plans, reflections) on the action server's app database (actions.db)."""
+    sessions = get_sessions()
+    return PlanRepository(sessions), ReflectionRepository(sessions)
 
 
 # --- wording ---------------------------------------------------------------------------------------
@@ -168,59 +138,6 @@ def timing(key: str) -> Any:
 _RATING = re.compile(r"^\s*([1-5])\s*(?:(?:/|out of|of)\s*5)?\s*(?:stars?)?\s*[.!]?\s*$", re.IGNORECASE)
 
 
-@dataclass
-class Message:
-    """What the champion just sent, as NLU understood it."""
-
-    text: str
-    intent: Optional[str] = None
-    confidence: float = 0.0
-    entities: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_payload(self) -> bool:
-        """True for a button payload such as /reflect{"rf_meeting": "3"} (NLU is bypassed)."""
-        return self.text.startswith("/") and self.intent is not None and self.confidence >= 1.0
-
-    @property
-    def plain(self) -> str:
-        """The normalised text."""
-        return normalise(self.text)
-
-    @property
-    def words(self) -> int:
-        """Number of words."""
-        return len(self.text.split())
-
-
-def read_message(tracker: Tracker, text: Optional[str] = None) -> Message:
-    """The latest message from the tracker (text as given if not None)."""
-    latest = tracker.latest_message or {}
-    intent = latest.get("intent") or {}
-    entities: Dict[str, Any] = {}
-    for entity in latest.get("entities") or []:
-        if entity.get("entity") and entity.get("value") is not None:
-            entities.setdefault(entity["entity"], entity["value"])
-    raw = text if isinstance(text, str) else latest.get("text")
-    return Message(
-        text=(raw or "").strip(),
-        intent=intent.get("name"),
-        confidence=float(intent.get("confidence") or 0.0),
-        entities=entities,
-    )
-
-
-def get_state(tracker: Tracker) -> Dict[str, Any]:
-    """The reflection conversation's state (a fresh one if there is none)."""
-    state = tracker.get_slot(STATE_SLOT)
-    return dict(state) if isinstance(state, dict) else {}
-
-
-def _sender(tracker: Tracker) -> str:
-    """The Rasa sender id of the conversation."""
-    return tracker.sender_id or "unknown"
-
-
 def read_rating(message: Message) -> Optional[int]:
     """1 to 5 from "4", "4/5", "4 out of 5", "four"; None otherwise."""
     match = _RATING.match(message.text)
@@ -246,40 +163,7 @@ def meeting_label(meeting: RecentMeeting) -> str:
     )
 
 
-# --- replies -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What handling one message led to: messages to send, other actions to run, and whether the form stops."""
-
-    messages: List[Dict[str, Any]] = field(default_factory=list)
-    stop: Optional[str] = None
-    delegates: List[Action] = field(default_factory=list)
-
-    def say(self, text: Optional[str] = None, buttons: Sequence[Dict[str, str]] = (), **kwargs: Any) -> None:
-        """Queue one message (text and buttons, or a domain response via response=...)."""
-        message = dict(kwargs)
-        if text is not None:
-            message["text"] = text
-        if buttons:
-            message["buttons"] = list(buttons)
-        self.messages.append(message)
-
-    async def send_all(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> None:
-        """Send the queued messages, then let the delegates answer (the glossary)."""
-        for message in self.messages:
-            dispatcher.utter_message(**message)
-        for action in self.delegates:
-            await action.run(dispatcher, tracker, domain)
-
-
-def _join(note: Optional[str], text: str) -> str:
-    """A note, then the question, as one message."""
-    return f"{note}\n\n{text}" if note else text
-
-
-# --- one champion reflecting -----------------------------------------------------------------------
+# --- reflecting ----------------------------------------------------------------------------------
 
 
 class Reflecting:
@@ -438,7 +322,7 @@ class Reflecting:
         stop = button("stop")
         session = self.session_name()
         if stage == RESUME:
-            outcome.say(_join(note, words("ask_resume", session=session)), [button("carry_on"), button("start_new"), stop])
+            outcome.say(join(note, words("ask_resume", session=session)), [button("carry_on"), button("start_new"), stop])
         elif stage == SESSION:
             meetings = self.repo.recent_meetings(
                 self.champion.id, self.now, days=int(timing("recent_meeting_days")), limit=int(timing("max_meeting_buttons"))
@@ -447,35 +331,35 @@ class Reflecting:
             self.state["choices"] = choices
             buttons = [{"title": title, "payload": title} for title, _ in choices] + [button("training_session")]
             if self.mode == MODE_PLEDGE:
-                outcome.say(_join(note, words("ask_session_pledge")), buttons + [button("skip"), stop])
+                outcome.say(join(note, words("ask_session_pledge")), buttons + [button("skip"), stop])
             else:
-                outcome.say(_join(note, words("ask_session")), buttons + [stop])
+                outcome.say(join(note, words("ask_session")), buttons + [stop])
         elif stage == TAKEAWAY:
-            outcome.say(_join(note, words("ask_takeaway", session=session)), [button("skip"), stop])
+            outcome.say(join(note, words("ask_takeaway", session=session)), [button("skip"), stop])
         elif stage == PLEDGE:
             count = int(self.state.get("count") or 0)
             if count:
                 text = words("ask_another_pledge", count=count, max=limit("max_pledges"))
-                outcome.say(_join(note, text), [button("thats_all"), stop])
+                outcome.say(join(note, text), [button("thats_all"), stop])
             elif self.mode == MODE_PLEDGE and not self.state.get("session"):
-                outcome.say(_join(note, words("ask_pledge_only")), [stop])
+                outcome.say(join(note, words("ask_pledge_only")), [stop])
             else:
-                outcome.say(_join(note, words("ask_pledge", session=session)), [button("no_pledge"), stop])
+                outcome.say(join(note, words("ask_pledge", session=session)), [button("no_pledge"), stop])
         elif stage == CHECK_IN:
-            outcome.say(_join(note, words("ask_check_in")), [button("two_weeks"), button("month"), button("pick_date")])
+            outcome.say(join(note, words("ask_check_in")), [button("two_weeks"), button("month"), button("pick_date")])
         elif stage == CHECK_IN_DATE:
-            outcome.say(_join(note, words("ask_check_in_date")), [button("two_weeks"), button("month")])
+            outcome.say(join(note, words("ask_check_in_date")), [button("two_weeks"), button("month")])
         elif stage == CHECK_IN_PICK:
             days = [date.fromisoformat(d) for d in self.state.get("days") or []]
             buttons = [{"title": say_day(d, self.now), "payload": say_day(d, self.now)} for d in days]
-            outcome.say(_join(note, words("ask_check_in_which")), buttons + [button("pick_date")])
+            outcome.say(join(note, words("ask_check_in_which")), buttons + [button("pick_date")])
         elif stage == RATING:
             ratings = [button("rating", n=n) for n in range(1, 6)]
-            outcome.say(_join(note, words("ask_rating", session=session)), ratings + [button("skip"), stop])
+            outcome.say(join(note, words("ask_rating", session=session)), ratings + [button("skip"), stop])
         elif stage == IMPROVE:
-            outcome.say(_join(note, words("ask_improvement")), [button("skip"), stop])
+            outcome.say(join(note, words("ask_improvement")), [button("skip"), stop])
         elif stage == SHARING:
-            outcome.say(_join(note, words("ask_sharing")), [button("named"), button("anonymous"), button("private")])
+            outcome.say(join(note, words("ask_sharing")), [button("named"), button("anonymous"), button("private")])
 
     # -- handling a message --
 
@@ -769,8 +653,7 @@ class Reflecting:
 
 def _trouble(dispatcher: CollectingDispatcher) -> None:
     """Say kindly that reflections can't be saved just now (the database is down)."""
-    log.exception("the app database could not be used")
-    dispatcher.utter_message(text=words("trouble"))
+    say_trouble(dispatcher, words("trouble"))
 
 
 # --- the form's actions --------------------------------------------------------------------------
@@ -787,7 +670,7 @@ class ActionStartReflection(Action):
         """Choose the first question from the intent (and any meeting in the payload)."""
         message = read_message(tracker)
         try:
-            reflecting = Reflecting(_sender(tracker), {}, domain)
+            reflecting = Reflecting(sender_of(tracker), {}, domain)
             reflecting.start(message)
         except SQLAlchemyError:
             _trouble(dispatcher)
@@ -805,7 +688,7 @@ class ActionAskRfAnswer(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Send the question for the current stage, with its buttons."""
         try:
-            reflecting = Reflecting(_sender(tracker), get_state(tracker), domain)
+            reflecting = Reflecting(sender_of(tracker), get_state(tracker, STATE_SLOT), domain)
             outcome = Outcome()
             reflecting.ask(outcome)
         except SQLAlchemyError:
@@ -829,14 +712,14 @@ class ValidateReflectionForm(FormValidationAction):
         if not isinstance(slot_value, str):
             return {}  # the form starting, with action_start_reflection's emptied slot: nothing to do
         message = read_message(tracker, slot_value)
-        state = get_state(tracker)
+        state = get_state(tracker, STATE_SLOT)
         if message.intent == CRISIS_INTENT:  # first, and even if the database is down
             dispatcher.utter_message(response=CRISIS_RESPONSE)
             if state.get("reflection"):
                 dispatcher.utter_message(text=words("crisis_saved"))
             return {ANSWER_SLOT: None, STATE_SLOT: dict(state, stop=STOP_CRISIS), REQUESTED_SLOT: None}
         try:
-            reflecting = Reflecting(_sender(tracker), state, domain)
+            reflecting = Reflecting(sender_of(tracker), state, domain)
             outcome = reflecting.handle(message)
         except SQLAlchemyError:
             _trouble(dispatcher)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Text, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Text, Tuple
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
@@ -26,7 +24,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
 
-from actions.db import get_sessions, use_sessions
+from actions.clock import now
+from actions.db import get_sessions
+from actions.forms import Message, Outcome, get_state, join, read_message, say_trouble, sender_of
 from bot.plans import PlanRepository, fill, shorten
 from bot.reminder_times import (
     AMBIGUOUS,
@@ -68,42 +68,13 @@ MAX_MEETING_BUTTONS = 6
 MAX_PROJECT_BUTTONS = 6
 
 
-# --- the database and the clock, opened on first use ---------------------------------------------
-
-_lock = threading.Lock()
-_plans: Optional[PlanRepository] = None
-_reminders: Optional[ReminderRepository] = None
-_clock: Optional[Callable[[], datetime]] = None
+# --- the database (opened on first use by actions.db) --------------------------------------------
 
 
 def get_repositories() -> Tuple[PlanRepository, ReminderRepository]:
-    """(plans, reminders) on the action server's app database (actions.db), or the ones set for tests."""
-    global _plans, _reminders
-    with _lock:
-        if _reminders is None:
-            sessions = get_sessions()
-            _plans, _reminders = PlanRepository(sessions), ReminderRepository(sessions)
-        return _plans, _reminders
-
-
-def use_repositories(plans: Optional[PlanRepository], reminders: Optional[ReminderRepository]) -> None:
-    """Use these repositories from now on (None: open DATABASE_URL again on next use)."""
-    global _plans, _reminders
-    with _lock:
-        _plans, _reminders = plans, reminders
-    if reminders is None:
-        use_sessions(None)
-
-
-def set_clock(clock: Optional[Callable[[], datetime]]) -> None:
-    """Read "now" from clock (tests pin it); None: the real time."""
-    global _clock
-    _clock = clock
-
-
-def now() -> datetime:
-    """The current time in UTC (or the pinned one)."""
-    return (_clock or (lambda: datetime.now(timezone.utc)))().astimezone(timezone.utc)
+    """(plans, reminders) on the action server's app database (actions.db)."""
+    sessions = get_sessions()
+    return PlanRepository(sessions), ReminderRepository(sessions)
 
 
 def content() -> Mapping[str, Any]:
@@ -149,40 +120,13 @@ def normalise(text: Any) -> str:
     return " ".join(text.split()).strip(" .,'")
 
 
-@dataclass
-class Message:
-    """What the champion just sent, as NLU understood it."""
-
-    text: str
-    intent: Optional[str] = None
-    entities: Dict[str, Any] = field(default_factory=dict)
+class ReminderMessage(Message):
+    """A message whose plain form keeps what times are written with ("2:30", "p.m.")."""
 
     @property
     def plain(self) -> str:
         """The normalised text."""
         return normalise(self.text)
-
-
-def read_message(tracker: Tracker, text: Optional[str] = None) -> Message:
-    """The latest message from the tracker (text as given if not None)."""
-    latest = tracker.latest_message or {}
-    entities: Dict[str, Any] = {}
-    for entity in latest.get("entities") or []:
-        if entity.get("entity") and entity.get("value") is not None:
-            entities.setdefault(entity["entity"], entity["value"])
-    raw = text if isinstance(text, str) else latest.get("text")
-    return Message(text=(raw or "").strip(), intent=(latest.get("intent") or {}).get("name"), entities=entities)
-
-
-def get_state(tracker: Tracker) -> Dict[str, Any]:
-    """The reminder conversation's state (a fresh one if there is none)."""
-    state = tracker.get_slot(STATE_SLOT)
-    return dict(state) if isinstance(state, dict) else {}
-
-
-def _sender(tracker: Tracker) -> str:
-    """The Rasa sender id of the conversation."""
-    return tracker.sender_id or "unknown"
 
 
 def _instant(value: Optional[str]) -> Optional[datetime]:
@@ -237,31 +181,6 @@ def match_meetings(meetings: Sequence[MeetingView], text: str) -> List[MeetingVi
         return []
     best = max(score for score, _ in scored)
     return [meeting for score, meeting in scored if score == best]
-
-
-# --- replies -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What handling one message led to: messages to send, and whether the form stops."""
-
-    messages: List[Dict[str, Any]] = field(default_factory=list)
-    stop: Optional[str] = None
-
-    def say(self, text: Optional[str] = None, buttons: Sequence[Dict[str, str]] = (), **kwargs: Any) -> None:
-        """Queue one message."""
-        message = dict(kwargs)
-        if text is not None:
-            message["text"] = text
-        if buttons:
-            message["buttons"] = list(buttons)
-        self.messages.append(message)
-
-    def send(self, dispatcher: CollectingDispatcher) -> None:
-        """Send the queued messages."""
-        for message in self.messages:
-            dispatcher.utter_message(**message)
 
 
 # --- setting a reminder --------------------------------------------------------------------------
@@ -429,28 +348,28 @@ class Setting:
         description = self.description or ""
         stop = button("stop")
         if stage == WHAT:
-            outcome.say(_join(note, words("ask_what")), [stop])
+            outcome.say(join(note, words("ask_what")), [stop])
         elif stage == DESCRIBE:
-            outcome.say(_join(note, words("ask_description")), [stop])
+            outcome.say(join(note, words("ask_description")), [stop])
         elif stage == WHEN:
             key = "ask_new_when" if self.state.get("mode") == CHANGE else "ask_when"
-            outcome.say(_join(note, words(key, description=description)), [stop])
+            outcome.say(join(note, words(key, description=description)), [stop])
         elif stage == TIME:
             day = say_day(date.fromisoformat(self.state["day"]), self.now)
-            outcome.say(_join(note, words("ask_time", description=description, day=day)), [stop])
+            outcome.say(join(note, words("ask_time", description=description, day=day)), [stop])
         elif stage == CHOOSE:
             buttons = [{"title": title, "payload": title} for title, _ in self.state.get("choices") or []]
             outcome.say(note or words("ask_choice"), buttons + [button("something_else"), stop])
         elif stage == PROJECT:
             buttons = [{"title": title, "payload": title} for title, _ in self.state.get("choices") or []]
-            outcome.say(_join(note, words("ask_project", description=description)), buttons + [button("no_project"), stop])
+            outcome.say(join(note, words("ask_project", description=description)), buttons + [button("no_project"), stop])
         elif stage == PICK_MEETING:
             buttons = [{"title": title, "payload": title} for title, _ in self.state.get("choices") or []]
-            outcome.say(_join(note, words("ask_meeting_to_change")), buttons + [button("new_meeting"), stop])
+            outcome.say(join(note, words("ask_meeting_to_change")), buttons + [button("new_meeting"), stop])
         elif stage == FIX:
             outcome.say(words("ask_fix"), self._fix_buttons() + [stop])
         elif stage == OFFSETS:
-            outcome.say(_join(note, words("ask_offsets")), [stop])
+            outcome.say(join(note, words("ask_offsets")), [stop])
         else:
             self._ask_confirm(outcome, note)
 
@@ -475,7 +394,7 @@ class Setting:
         """"Thursday 27 November at 2:00pm: the PRG meeting. I'll remind you ... Shall I set that?"."""
         said = say_confirmation(self.when, self.description, self.zone, self.now, label=self.label)
         if self.state.get("mode") == CHANGE:
-            outcome.say(_join(note, words("confirm_change", confirmation=said)), [button("change_it"), button("fix_time"), button("stop")])
+            outcome.say(join(note, words("confirm_change", confirmation=said)), [button("change_it"), button("fix_time"), button("stop")])
             return
         planned = self._planned_offsets()
         if planned:
@@ -485,7 +404,7 @@ class Setting:
         project = self.plans.project(self.champion.id, self.state.get("project"))
         if project is not None:
             text += "\n" + words("confirm_project", project=project.name)
-        outcome.say(_join(note, text), [button("set_it")] + self._fix_buttons() + [button("stop")])
+        outcome.say(join(note, text), [button("set_it")] + self._fix_buttons() + [button("stop")])
 
     # -- handling a message --
 
@@ -696,11 +615,6 @@ def wants_change(message: Message) -> bool:
     return not message.text.startswith("/") and bool(_CHANGE_WORDS.search(message.text))
 
 
-def _join(note: Optional[str], text: str) -> str:
-    """A note, then the question, as one message."""
-    return f"{note}\n\n{text}" if note else text
-
-
 def _weekday_said(parsed: ParsedTime) -> str:
     """The weekday a "next Thursday" or mismatched-weekday question is about."""
     when = parsed.candidates[0] if parsed.candidates else None
@@ -709,8 +623,7 @@ def _weekday_said(parsed: ParsedTime) -> str:
 
 def _trouble(dispatcher: CollectingDispatcher) -> None:
     """Say kindly that reminders can't be reached (the database is down)."""
-    log.exception("the app database could not be used")
-    dispatcher.utter_message(text=words("trouble"))
+    say_trouble(dispatcher, words("trouble"))
 
 
 # --- the form's actions --------------------------------------------------------------------------
@@ -725,9 +638,9 @@ class ActionSetReminder(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Read the message; the form then asks whatever is missing."""
-        message = read_message(tracker)
+        message = read_message(tracker, kind=ReminderMessage)
         try:
-            setting = Setting(_sender(tracker), {})
+            setting = Setting(sender_of(tracker), {})
             setting.start(message)
         except SQLAlchemyError:
             _trouble(dispatcher)
@@ -748,7 +661,7 @@ class ActionAskRmAnswer(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Send the question for the current stage, with its buttons."""
         try:
-            setting = Setting(_sender(tracker), get_state(tracker))
+            setting = Setting(sender_of(tracker), get_state(tracker, STATE_SLOT))
             outcome = Outcome()
             setting.ask(outcome)
         except SQLAlchemyError:
@@ -771,16 +684,16 @@ class ValidateReminderForm(FormValidationAction):
         """Handle one message; keep the form going (rm_answer empty) or stop it (requested_slot None)."""
         if not isinstance(slot_value, str):
             return {}  # the form starting, with action_set_reminder's emptied slot: nothing to do
-        message = read_message(tracker, slot_value)
+        message = read_message(tracker, slot_value, kind=ReminderMessage)
         if message.intent == CRISIS_INTENT:  # first, and even if the database is down
             dispatcher.utter_message(response=CRISIS_RESPONSE)
-            return {ANSWER_SLOT: None, STATE_SLOT: dict(get_state(tracker), stop=STOP_CRISIS), REQUESTED_SLOT: None}
+            return {ANSWER_SLOT: None, STATE_SLOT: dict(get_state(tracker, STATE_SLOT), stop=STOP_CRISIS), REQUESTED_SLOT: None}
         try:
-            setting = Setting(_sender(tracker), get_state(tracker))
+            setting = Setting(sender_of(tracker), get_state(tracker, STATE_SLOT))
             outcome = setting.handle(message)
         except SQLAlchemyError:
             _trouble(dispatcher)
-            return {ANSWER_SLOT: None, STATE_SLOT: dict(get_state(tracker), stop=STOP_TROUBLE), REQUESTED_SLOT: None}
+            return {ANSWER_SLOT: None, STATE_SLOT: dict(get_state(tracker, STATE_SLOT), stop=STOP_TROUBLE), REQUESTED_SLOT: None}
         outcome.send(dispatcher)
         slots: Dict[Text, Any] = {ANSWER_SLOT: None, STATE_SLOT: setting.state}
         if outcome.stop:
@@ -797,7 +710,7 @@ class ActionReminderEnd(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Say how it ended if nothing has yet, and forget the conversation's state."""
-        state = get_state(tracker)
+        state = get_state(tracker, STATE_SLOT)
         if state.get("stop") == STOP_CANCELLED:
             key = "stopped_change" if state.get("mode") == CHANGE else "stopped"
             dispatcher.utter_message(text=words(key), buttons=[button("my_reminders")])
@@ -810,7 +723,7 @@ class ActionReminderEnd(Action):
 def _champion(tracker: Tracker):
     """(champion, reminders repository) for the conversation."""
     plans, reminders = get_repositories()
-    return plans.champion_for(_sender(tracker)), reminders
+    return plans.champion_for(sender_of(tracker)), reminders
 
 
 class ActionListReminders(Action):
@@ -861,7 +774,7 @@ class ActionCancelReminder(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Cancel what the button named; for typed requests, check first."""
-        message = read_message(tracker)
+        message = read_message(tracker, kind=ReminderMessage)
         try:
             champion, reminders = _champion(tracker)
             self._cancel(dispatcher, message, champion.id, reminders, now(), home_zone(champion))
@@ -922,7 +835,7 @@ class ActionSnoozeReminder(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Snooze the reminder the button names, or the one sent most recently."""
-        message = read_message(tracker)
+        message = read_message(tracker, kind=ReminderMessage)
         try:
             champion, reminders = _champion(tracker)
             at = now()
@@ -967,7 +880,7 @@ class ActionCantAttend(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """The apology advice and a draft for the meeting the button (or the message) names."""
-        message = read_message(tracker)
+        message = read_message(tracker, kind=ReminderMessage)
         try:
             champion, reminders = _champion(tracker)
             at = now()

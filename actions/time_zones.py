@@ -13,8 +13,7 @@ read it (actions/reminders.py). All wording is in knowledge/time_zones.yml.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Text
+from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
@@ -22,6 +21,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
 
+from actions.clock import now
 from actions.db import get_sessions
 from bot.plans import fill
 from bot.reminder_times import say_time
@@ -57,20 +57,6 @@ CRISIS_RESPONSE = "utter_crisis"
 STOP_SAVED, STOP_SHOWN, STOP_KEPT, STOP_GAVE_UP, STOP_CRISIS, STOP_TROUBLE = (
     "saved", "shown", "kept", "gave_up", "crisis", "trouble",
 )
-
-_clock: Optional[Callable[[], datetime]] = None
-
-
-def set_clock(clock: Optional[Callable[[], datetime]]) -> None:
-    """Read "now" from clock (tests pin it); None: the real time."""
-    global _clock
-    _clock = clock
-
-
-def now() -> datetime:
-    """The current time in UTC (or the pinned one)."""
-    return (_clock or (lambda: datetime.now(timezone.utc)))().astimezone(timezone.utc)
-
 
 def content() -> TimeZones:
     """knowledge/time_zones.yml."""

@@ -12,10 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-import string
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Text, Tuple
+from typing import Any, Dict, List, Optional, Text, Tuple
 from urllib.parse import urlencode
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -24,7 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.db import get_sessions, use_sessions
+from actions.db import get_sessions
+from actions.forms import Message, Outcome, get_state, normalise, read_message, readable, say_trouble, sender_of
 from bot.plan_models import Project
 from bot.plans import (
     Answer,
@@ -91,26 +89,10 @@ MAX_PROJECT_BUTTONS = 5
 
 # --- the database (opened on first use by actions.db) -----------------------------------------------------------
 
-_repo_lock = threading.Lock()
-_repo: Optional[PlanRepository] = None
-
 
 def get_repository() -> PlanRepository:
-    """The plan repository on the action server's app database (actions.db), or the one set for tests."""
-    global _repo
-    with _repo_lock:
-        if _repo is None:
-            _repo = PlanRepository(get_sessions())
-        return _repo
-
-
-def use_repository(repository: Optional[PlanRepository]) -> None:
-    """Use this repository from now on (None: forget it and open DATABASE_URL again on next use)."""
-    global _repo
-    with _repo_lock:
-        _repo = repository
-    if repository is None:
-        use_sessions(None)
+    """The plan repository on the action server's app database (actions.db)."""
+    return PlanRepository(get_sessions())
 
 
 def content() -> FiveSteps:
@@ -120,114 +102,11 @@ def content() -> FiveSteps:
 
 # --- reading a message ---------------------------------------------------------------------------
 
-_PUNCTUATION = str.maketrans({ch: " " for ch in string.punctuation + "‘’“”…–—"})
-_APOSTROPHES = str.maketrans({"'": None, "’": None, "‘": None})
 _SPLIT_CHOICES = re.compile(r"\s*(?:,|;|/|&|\+|\n|\band\b|\bor\b)\s*", re.IGNORECASE)
 _STEP_NUMBER = re.compile(r"\bstep\s*([1-5])\b|^\s*([1-5])\s*$", re.IGNORECASE)
 
 
-def normalise(text: Any) -> str:
-    """Lower case, no apostrophes or punctuation, single spaces: "I'll stop!" → "ill stop"."""
-    text = str(text or "").casefold().translate(_APOSTROPHES).translate(_PUNCTUATION)
-    return " ".join(text.split())
-
-
-def readable(text: str, minimum: int = 1) -> bool:
-    """True when text holds at least `minimum` letters or digits (emoji and punctuation alone are not)."""
-    return sum(1 for ch in text if ch.isalnum()) >= minimum
-
-
-@dataclass
-class Message:
-    """What the champion just sent, as NLU understood it."""
-
-    text: str
-    intent: Optional[str] = None
-    confidence: float = 0.0
-    entities: Dict[str, Any] = field(default_factory=dict)
-    # (intent, confidence) pairs, most likely first, as NLU ranked them.
-    ranking: List[Tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def is_payload(self) -> bool:
-        """True for a button payload such as /skip_question (NLU is bypassed)."""
-        return self.text.startswith("/") and self.intent is not None and self.confidence >= 1.0
-
-    @property
-    def words(self) -> int:
-        """Number of words."""
-        return len(self.text.split())
-
-    @property
-    def plain(self) -> str:
-        """The normalised text."""
-        return normalise(self.text)
-
-
-def read_message(tracker: Tracker, text: Optional[str] = None) -> Message:
-    """The latest message from the tracker (text as given if not None)."""
-    latest = tracker.latest_message or {}
-    intent = latest.get("intent") or {}
-    entities = {}
-    for entity in latest.get("entities") or []:
-        if entity.get("entity") and entity.get("value") is not None:
-            entities.setdefault(entity["entity"], entity["value"])
-    raw = text if isinstance(text, str) else latest.get("text")
-    ranking = [
-        (str(item.get("name")), float(item.get("confidence") or 0.0))
-        for item in latest.get("intent_ranking") or []
-        if isinstance(item, dict) and item.get("name")
-    ]
-    return Message(
-        text=(raw or "").strip(),
-        intent=intent.get("name"),
-        confidence=float(intent.get("confidence") or 0.0),
-        entities=entities,
-        ranking=ranking,
-    )
-
-
-def get_state(tracker: Tracker) -> Dict[str, Any]:
-    """The walk's state in this conversation (a fresh one if there is none)."""
-    state = tracker.get_slot(STATE_SLOT)
-    return dict(state) if isinstance(state, dict) else {}
-
-
-# --- replies -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What handling one message led to: messages to send, the new state, whether the form stops."""
-
-    messages: List[Dict[str, Any]] = field(default_factory=list)
-    stop: Optional[str] = None
-    # Other actions that answer in our place (the glossary, "tell me more"), run after the messages.
-    delegates: List[Action] = field(default_factory=list)
-
-    def say(self, text: Optional[str] = None, buttons: Sequence[Dict[str, str]] = (), **kwargs: Any) -> None:
-        """Queue one message (text and buttons, or a domain response via response=...)."""
-        message = dict(kwargs)
-        if text is not None:
-            message["text"] = text
-        if buttons:
-            message["buttons"] = list(buttons)
-        self.messages.append(message)
-
-    def send(self, dispatcher: CollectingDispatcher) -> None:
-        """Send the queued messages."""
-        for message in self.messages:
-            dispatcher.utter_message(**message)
-
-    async def send_all(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
-        """Send the queued messages, then run the delegates; returns the slot events they asked for."""
-        self.send(dispatcher)
-        events: List[Dict[str, Any]] = []
-        for action in self.delegates:
-            for event in await action.run(dispatcher, tracker, domain) or []:
-                if isinstance(event, dict) and event.get("event") == "slot":
-                    events.append(event)
-        return events
+# --- the walk ------------------------------------------------------------------------------------
 
 
 class Walk:
@@ -1027,15 +906,9 @@ def _plan_messages(walk: Walk, project: Project) -> Outcome:
     return outcome
 
 
-def _sender(tracker: Tracker) -> str:
-    """The Rasa sender id of the conversation."""
-    return tracker.sender_id or "unknown"
-
-
 def _trouble(dispatcher: CollectingDispatcher) -> None:
     """Say kindly that the saved plans can't be reached (the database is down)."""
-    log.exception("the app database could not be used")
-    dispatcher.utter_message(text=content().message("trouble"))
+    say_trouble(dispatcher, content().message("trouble"))
 
 
 class ActionStartWalkthrough(Action):
@@ -1049,7 +922,7 @@ class ActionStartWalkthrough(Action):
         """Choose the stage from the intent (and any project or question in the button payload)."""
         message = read_message(tracker)
         try:
-            walk = Walk(_sender(tracker), get_state(tracker), domain)
+            walk = Walk(sender_of(tracker), get_state(tracker, STATE_SLOT), domain)
             self._prepare(walk, message)
         except SQLAlchemyError:
             _trouble(dispatcher)
@@ -1083,12 +956,12 @@ class ActionAskFsAnswer(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Send the question for the current stage, with its buttons."""
-        state = get_state(tracker)
+        state = get_state(tracker, STATE_SLOT)
         if state.get("mode") == "quiet":  # we just asked the champion something else
             state["mode"] = None
             return [SlotSet(STATE_SLOT, state)]
         try:
-            walk = Walk(_sender(tracker), state, domain)
+            walk = Walk(sender_of(tracker), state, domain)
             outcome = Outcome()
             walk.ask(outcome)
         except SQLAlchemyError:
@@ -1115,18 +988,18 @@ class ValidateFiveStepsForm(FormValidationAction):
         message = read_message(tracker, slot_value)
         if message.intent == CRISIS_INTENT:  # first, and even if the database is down
             dispatcher.utter_message(response=CRISIS_RESPONSE)
-            state = dict(get_state(tracker), stop=STOP_CRISIS, mode=None, pending=None)
+            state = dict(get_state(tracker, STATE_SLOT), stop=STOP_CRISIS, mode=None, pending=None)
             try:
                 dispatcher.utter_message(text=content().message("crisis_paused"))
             except Exception:  # noqa: BLE001 - the crisis reply has gone; nothing else matters
                 log.exception("could not add the 'plan saved' note after a crisis reply")
             return {ANSWER_SLOT: None, STATE_SLOT: state, REQUESTED_SLOT: None}
         try:
-            walk = Walk(_sender(tracker), get_state(tracker), domain)
+            walk = Walk(sender_of(tracker), get_state(tracker, STATE_SLOT), domain)
             outcome = walk.handle(message)
         except SQLAlchemyError:
             _trouble(dispatcher)
-            state = dict(get_state(tracker), stop=STOP_TROUBLE, mode=None, pending=None)
+            state = dict(get_state(tracker, STATE_SLOT), stop=STOP_TROUBLE, mode=None, pending=None)
             return {ANSWER_SLOT: None, STATE_SLOT: state, REQUESTED_SLOT: None}
         slots: Dict[Text, Any] = {ANSWER_SLOT: None, STATE_SLOT: walk.state}
         for event in await outcome.send_all(dispatcher, tracker, domain):
@@ -1145,13 +1018,13 @@ class ActionFiveStepsEnd(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Say well done (all answered) or show the plan ("show my plan" mid-walk); a pause was said already."""
-        state = get_state(tracker)
+        state = get_state(tracker, STATE_SLOT)
         reason = state.get("stop")
         done = [SlotSet(STATE_SLOT, dict(state, stop=None, mode=None, pending=None)), SlotSet(ANSWER_SLOT, None)]
         if reason not in (STOP_DONE, STOP_SHOW_PLAN):
             return done
         try:
-            walk = Walk(_sender(tracker), state, domain)
+            walk = Walk(sender_of(tracker), state, domain)
             self._say(walk, reason, dispatcher)
         except SQLAlchemyError:
             _trouble(dispatcher)
@@ -1184,7 +1057,7 @@ class ActionShowPlan(Action):
         """Show the chosen, current or latest project's plan (or offer to start one)."""
         message = read_message(tracker)
         try:
-            walk = Walk(_sender(tracker), get_state(tracker), domain)
+            walk = Walk(sender_of(tracker), get_state(tracker, STATE_SLOT), domain)
             project = (
                 walk.repo.project(walk.champion.id, message.entities.get("fs_project"))
                 or walk.project()
@@ -1216,7 +1089,7 @@ class ActionOfferResume(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[Dict[str, Any]]:
         """Name the most recent unfinished project and where it stopped, with Carry on / Not now."""
         try:
-            walk = Walk(_sender(tracker), get_state(tracker), domain)
+            walk = Walk(sender_of(tracker), get_state(tracker, STATE_SLOT), domain)
             unfinished = [p for p in walk.unfinished() if p.current_question]
         except SQLAlchemyError:
             log.exception("could not look for an unfinished walk")

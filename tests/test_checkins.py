@@ -19,6 +19,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select, update
 
+from actions.clock import set_clock
 from actions import checkins as ac
 from actions.db import use_sessions
 from actions.settings import reset_settings
@@ -411,9 +412,9 @@ def organisations_file(tmp_path, monkeypatch):
 def action_sessions(sessions, organisations_file):
     """The actions use the test database (SQLite and PostgreSQL) with the clock pinned to NOW."""
     use_sessions(sessions)
-    ac.set_clock(lambda: NOW)
+    set_clock(lambda: NOW)
     yield sessions
-    ac.set_clock(None)
+    set_clock(None)
     use_sessions(None)
 
 
@@ -427,9 +428,9 @@ def sqlite_sessions(tmp_path, organisations_file):
     engine = make_engine(url)
     factory = make_session_factory(engine)
     use_sessions(factory)
-    ac.set_clock(lambda: NOW)
+    set_clock(lambda: NOW)
     yield factory
-    ac.set_clock(None)
+    set_clock(None)
     use_sessions(None)
     engine.dispose()
 
@@ -506,7 +507,7 @@ async def test_follow_a_pledge_through_its_check_ins(action_sessions):
     dispatcher = CheckInDispatcher(sessions)
     first_due = NOW + timedelta(days=14, minutes=1)
     assert dispatcher.run_once(first_due).queued == 1
-    ac.set_clock(lambda: first_due)  # the champion answers when it arrives
+    set_clock(lambda: first_due)  # the champion answers when it arrives
 
     said = await champ.tap(the_check_in_message(sessions, champ.id), "In progress")
     assert "is in progress" in text_of(said) and "Monday 21 December" in text_of(said)
@@ -516,7 +517,7 @@ async def test_follow_a_pledge_through_its_check_ins(action_sessions):
 
     assert dispatcher.run_once(first_due + timedelta(days=20)).queued == 0
     assert dispatcher.run_once(london(2027, 1, 7, 10, 1)).queued == 1
-    ac.set_clock(lambda: london(2027, 1, 7, 10, 5))
+    set_clock(lambda: london(2027, 1, 7, 10, 5))
     said = await champ.tap(the_check_in_message(sessions, champ.id), "Need help")
     assert "you'd like some help" in text_of(said)
     contact = [m for m in said if m.get("response") == "utter_engagement_contact"]

@@ -13,6 +13,8 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select
 
+from actions.clock import set_clock
+from actions.db import use_sessions
 from actions import reflections as rf
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import Champion
@@ -244,11 +246,11 @@ def db(tmp_path: Path):
     migrate(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
-    rf.use_repositories(PlanRepository(sessions), ReflectionRepository(sessions))
-    rf.set_clock(lambda: NOW)
+    use_sessions(sessions)
+    set_clock(lambda: NOW)
     yield sessions
-    rf.use_repositories(None, None)
-    rf.set_clock(None)
+    use_sessions(None)
+    set_clock(None)
     engine.dispose()
 
 
@@ -652,7 +654,7 @@ async def test_trouble_with_the_database_is_said_kindly(db, tmp_path):
     """If the app database can't be reached, the champion hears so and the form doesn't start."""
     broken = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}?mode=ro")
     sessions = make_session_factory(broken)
-    rf.use_repositories(PlanRepository(sessions), ReflectionRepository(sessions))
+    use_sessions(sessions)
     chat = Chat()
     said = await chat.send("/reflect")
     assert "can't save your reflection just now" in texts(said) and not chat.form_active
@@ -665,7 +667,7 @@ async def test_trouble_mid_form_stops_it_kindly(db, tmp_path):
     await chat.send("/reflect")
     broken = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}?mode=ro")
     sessions = make_session_factory(broken)
-    rf.use_repositories(PlanRepository(sessions), ReflectionRepository(sessions))
+    use_sessions(sessions)
     said = await chat.send("PRG")
     assert "can't save your reflection just now" in texts(said) and not chat.form_active
     broken.dispose()

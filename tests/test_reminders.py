@@ -11,12 +11,12 @@ import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.clock import set_clock
+from actions.db import use_sessions
 from actions import reminders as ra
 from bot.db import make_engine, make_session_factory, migrate
 from bot.delivery_models import OutboundMessage
-from bot.plans import PlanRepository
 from bot.reminder_scheduler import ReminderDispatcher
-from bot.reminders import ReminderRepository
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # Monday 23 November 2026, 10am in London
@@ -45,11 +45,11 @@ def db(tmp_path: Path):
     migrate(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
-    ra.use_repositories(PlanRepository(sessions), ReminderRepository(sessions))
-    ra.set_clock(lambda: NOW)
+    use_sessions(sessions)
+    set_clock(lambda: NOW)
     yield sessions
-    ra.use_repositories(None, None)
-    ra.set_clock(None)
+    use_sessions(None)
+    set_clock(None)
     engine.dispose()
 
 
@@ -309,7 +309,7 @@ async def test_cancel_midway_and_crisis_stop_the_form(db):
 
 async def test_clocks_going_back_asks_which_half_past_one(db):
     """1:30am on the night the clocks go back happens twice: both are offered with their zones."""
-    ra.set_clock(lambda: datetime(2026, 10, 23, 11, 0, tzinfo=UTC))
+    set_clock(lambda: datetime(2026, 10, 23, 11, 0, tzinfo=UTC))
     chat = Chat()
     said = await chat.send("night shift forum Sunday at 1:30am", "set_reminder")
     assert "the clocks go back" in texts(said).lower()
@@ -423,13 +423,13 @@ async def test_snooze_a_reminder_by_a_tap_or_by_typing(db):
     ReminderDispatcher(db).run_once(wednesday)
     with db() as session:
         sent = session.query(OutboundMessage).one()
-    ra.set_clock(lambda: wednesday)
+    set_clock(lambda: wednesday)
     said = await chat.send(tap([{"buttons": sent.buttons}], "Remind me in 1 hour"))
     assert "OK, I'll remind you again today at 3:00pm." in texts(said)
     meeting = stored(db)[0]
     assert meeting.reminders[0].status == "pending" and meeting.reminders[0].generation == 1
     ReminderDispatcher(db).run_once(wednesday + timedelta(hours=1))
-    ra.set_clock(lambda: wednesday + timedelta(hours=1))
+    set_clock(lambda: wednesday + timedelta(hours=1))
     said = await chat.send("remind me again in 2 hours", "snooze_reminder")
     assert "OK, I'll remind you again today at 5:00pm." in texts(said)
     ReminderDispatcher(db).run_once(wednesday + timedelta(hours=3))
@@ -459,7 +459,7 @@ async def test_trouble_with_the_database_is_said_kindly(db, tmp_path):
     """If the app database can't be reached, the champion hears so and nothing breaks."""
     broken = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}?mode=ro")
     sessions = make_session_factory(broken)
-    ra.use_repositories(PlanRepository(sessions), ReminderRepository(sessions))
+    use_sessions(sessions)
     chat = Chat()
     said = await chat.send("/list_reminders")
     assert "can't reach your reminders" in texts(said)

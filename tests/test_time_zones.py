@@ -14,14 +14,13 @@ from sqlalchemy import select
 
 from actions import reminders as ra
 from actions import time_zones as tza
+from actions.clock import set_clock
 from actions.db import use_sessions
 from bot.db import make_engine, make_session_factory, migrate
 from bot.delivery_models import OutboundMessage
 from bot.models import Champion
-from bot.plans import PlanRepository
 from bot.reminder_scheduler import ReminderDispatcher
 from bot.reminder_times import AMBIGUOUS, OK, parse_meeting, say_confirmation
-from bot.reminders import ReminderRepository
 from bot.repository import ChatRepository
 from bot.time_zones import (
     CHOOSE,
@@ -210,13 +209,9 @@ def db(tmp_path: Path):
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     use_sessions(sessions)
-    ra.use_repositories(PlanRepository(sessions), ReminderRepository(sessions))
-    ra.set_clock(lambda: NOW)
-    tza.set_clock(lambda: NOW)
+    set_clock(lambda: NOW)
     yield sessions
-    ra.use_repositories(None, None)
-    ra.set_clock(None)
-    tza.set_clock(None)
+    set_clock(None)
     use_sessions(None)
     engine.dispose()
 
@@ -443,7 +438,7 @@ async def test_the_scheduler_and_snoozes_use_the_champions_zone(db):
     with db() as session:
         sent = session.query(OutboundMessage).one()
     assert "Reminder: the PRG meeting is tomorrow, Thursday 26 November at 2:00pm New York time." in sent.text
-    ra.set_clock(lambda: wednesday)
+    set_clock(lambda: wednesday)
     said = await chat.send(tap([{"buttons": sent.buttons}], "Remind me tomorrow morning"))
     # Not 9am in London (before the meeting, but the wrong morning): 9am in New York.
     assert "OK, I'll remind you again tomorrow, Thursday 26 November at 9:00am New York time." in texts(said)

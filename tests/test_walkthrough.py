@@ -9,6 +9,7 @@ import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.db import use_sessions
 from actions import walkthrough as wt
 from bot.db import make_engine, make_session_factory, migrate
 from bot.plans import PlanRepository, load_content, plan_markdown
@@ -48,15 +49,16 @@ class Stack:
         """Drop every connection and cached object, then open the database again."""
         if self.engine is not None:
             self.engine.dispose()
-        wt.use_repository(None)
+        use_sessions(None)
         self.engine = make_engine(self.url)
-        self.repo = PlanRepository(make_session_factory(self.engine))
-        wt.use_repository(self.repo)
+        sessions = make_session_factory(self.engine)
+        self.repo = PlanRepository(sessions)
+        use_sessions(sessions)
         return self.repo
 
     def close(self) -> None:
         """Close everything."""
-        wt.use_repository(None)
+        use_sessions(None)
         self.engine.dispose()
 
 
@@ -827,7 +829,7 @@ async def test_the_action_server_opens_and_migrates_database_url_itself(monkeypa
     url = f"sqlite:///{tmp_path / 'fresh' / 'app.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     settings.reset_settings()
-    wt.use_repository(None)
+    use_sessions(None)
     try:
         chat = Chat()
         await chat.send("/start_walkthrough")
@@ -836,7 +838,7 @@ async def test_the_action_server_opens_and_migrates_database_url_itself(monkeypa
         repo = wt.get_repository()
         assert [p.name for p in repo.projects(repo.champion_for(SENDER).id)] == ["Own database"]
     finally:
-        wt.use_repository(None)
+        use_sessions(None)
         settings.reset_settings()
 
 
@@ -860,9 +862,9 @@ async def test_goodbye_and_stop_count_together_mid_walk(stack):
 def broken_database(tmp_path):
     """The actions' database has no tables (as if it were unreachable): every query fails."""
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
-    wt.use_repository(PlanRepository(make_session_factory(engine)))
+    use_sessions(make_session_factory(engine))
     yield
-    wt.use_repository(None)
+    use_sessions(None)
     engine.dispose()
 
 
