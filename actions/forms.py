@@ -15,7 +15,15 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions.champions import ActionOptInMessages, ActionOptOutMessages
+
 log = logging.getLogger(__name__)
+
+# Settings a champion can change mid-form ("stop messages from the team"): the setting's own action
+# answers, then the form asks its question again. Only short messages NLU is sure of (or a button).
+SETTING_INTENTS = {"opt_out_messages": ActionOptOutMessages, "opt_in_messages": ActionOptInMessages}
+SETTING_CONFIDENCE = 0.8
+SETTING_MAX_WORDS = 12
 
 _PUNCTUATION = str.maketrans({ch: " " for ch in string.punctuation + "‘’“”…–—"})
 _APOSTROPHES = str.maketrans({"'": None, "’": None, "‘": None})
@@ -83,6 +91,16 @@ def read_message(tracker: Tracker, text: Optional[str] = None, kind: Type[M] = M
         entities=entities,
         ranking=ranking,
     )
+
+
+def setting_action(message: Message) -> Optional[Action]:
+    """The action that changes the setting this message asks for mid-form, or None if it asks for none."""
+    kind = SETTING_INTENTS.get(message.intent or "")
+    if kind is None:
+        return None
+    if not message.is_payload and (message.confidence < SETTING_CONFIDENCE or message.words > SETTING_MAX_WORDS):
+        return None
+    return kind()
 
 
 def get_state(tracker: Tracker, slot: str) -> Dict[str, Any]:

@@ -34,7 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from actions.clock import now
 from actions.db import get_sessions
-from actions.forms import Message, Outcome, get_state, join, normalise, read_message, readable, say_trouble, sender_of
+from actions.forms import (
+    Message, Outcome, get_state, join, normalise, read_message, readable, say_trouble, sender_of, setting_action,
+)
 from bot.plans import PlanRepository, fill, shorten
 from bot.reflection_models import SHARING_ANONYMOUS, SHARING_NAMED, SHARING_PRIVATE
 from bot.reflections import (
@@ -378,6 +380,10 @@ class Reflecting:
                 return self._stop(outcome, STOP_OTHER)
         if plain in phrases("stop") or self._command(message, STOP_INTENTS):
             return self._pause(outcome)
+        setting = setting_action(message)
+        if setting is not None:  # "stop messages from the team": done at once, then the same question
+            outcome.delegates.append(setting)
+            return outcome
         if self._knowledge(message, outcome):
             return outcome
         if self._command(message, ASIDE_INTENTS) and self.stage not in (SESSION,):

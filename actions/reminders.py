@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from actions.clock import now
 from actions.db import get_sessions
-from actions.forms import Message, Outcome, get_state, join, read_message, say_trouble, sender_of
+from actions.forms import Message, Outcome, get_state, join, read_message, say_trouble, sender_of, setting_action
 from bot.plans import PlanRepository, fill, shorten
 from bot.reminder_times import (
     AMBIGUOUS,
@@ -414,6 +414,10 @@ class Setting:
         plain = message.plain
         if plain in phrases("stop_phrases") or (message.intent == "deny" and self.stage not in (CONFIRM, FIX, CHOOSE)):
             return self._stop(outcome, STOP_CANCELLED)
+        setting = setting_action(message)
+        if setting is not None:  # "stop messages from the team": done at once, then the same question
+            outcome.delegates.append(setting)
+            return outcome
         stage = self.stage
         if stage == WHAT:
             self.read_time(message.text, take_description=True)
@@ -694,7 +698,7 @@ class ValidateReminderForm(FormValidationAction):
         except SQLAlchemyError:
             _trouble(dispatcher)
             return {ANSWER_SLOT: None, STATE_SLOT: dict(get_state(tracker, STATE_SLOT), stop=STOP_TROUBLE), REQUESTED_SLOT: None}
-        outcome.send(dispatcher)
+        await outcome.send_all(dispatcher, tracker, domain)
         slots: Dict[Text, Any] = {ANSWER_SLOT: None, STATE_SLOT: setting.state}
         if outcome.stop:
             slots[REQUESTED_SLOT] = None

@@ -22,7 +22,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.db import get_sessions
-from actions.forms import Message, Outcome, get_state, normalise, read_message, readable, say_trouble, sender_of
+from actions.forms import (
+    Message, Outcome, get_state, normalise, read_message, readable, say_trouble, sender_of, setting_action,
+)
 from bot.plan_models import Project
 from bot.plans import (
     Answer,
@@ -368,6 +370,10 @@ class Walk:
         if command and (certain or self._safe_to_obey(command, message)):
             return self._obey(command, message, outcome)
 
+        setting = setting_action(message)
+        if setting is not None:  # "stop messages from the team": done at once, then the same question
+            outcome.delegates.append(setting)
+            return self._again(outcome)
         if self._knowledge(message, outcome) or self._interruption(message, outcome):
             return self._again(outcome)
 

@@ -1,6 +1,7 @@
 """Test helpers for a champion's own data: a champion with a row in every table, and Rasa's tracker store.
 
-Used by tests/test_erasure.py and tests/test_my_data.py (SQLite and PostgreSQL).
+Used by tests/test_erasure.py and tests/test_my_data.py (SQLite and PostgreSQL), and by the form
+tests (`opted_out`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ from bot.reminder_models import Meeting, Reminder
 from bot.team_models import Broadcast, Group, GroupMember
 
 PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+
+
+def opted_out(sender: str) -> bool:
+    """Whether the champion behind a Rasa sender id has stopped team messages (in the actions' database)."""
+    from actions.db import get_sessions
+    from bot.sender_ids import split_sender
+
+    channel, external_id = split_sender(sender)
+    with get_sessions()() as session:
+        row = session.execute(
+            select(Champion).where(Champion.channel == channel, Champion.external_id == external_id)
+        ).scalar_one_or_none()
+    return row is not None and row.opted_out_at is not None
 
 
 def champion_tables(metadata: MetaData) -> set:

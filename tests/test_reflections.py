@@ -16,6 +16,7 @@ from sqlalchemy import select
 from actions.clock import set_clock
 from actions.db import use_sessions
 from actions import reflections as rf
+from tests.champion_data import opted_out
 from bot.db import make_engine, make_session_factory, migrate
 from bot.models import Champion
 from bot.plans import PlanRepository
@@ -471,6 +472,21 @@ async def test_stopping_half_way_keeps_what_was_said_and_carries_on_later(db):
     said = await chat.send("That's all")
     assert "How did the PRG meeting go" in texts(said)
     assert len(saved(db)) == 1
+
+
+async def test_stop_team_messages_mid_reflection_is_done_and_nothing_is_taken_as_an_answer(db):
+    """"Stop messages from the team" while reflecting stops them at once; it is not saved as the takeaway."""
+    with_meetings(db)
+    chat = Chat()
+    said = await chat.send("/reflect")
+    asked = await chat.send(tap(said, "the PRG meeting, Sat 21 Nov"))
+    said = await chat.send("stop messages from the team", "opt_out_messages", 0.95)
+    assert [m.get("response") for m in said if m.get("response")] == ["utter_opted_out"]
+    assert opted_out(SENDER) and chat.form_active
+    assert texts(asked).split("\n")[-1] in texts(said)  # the same question again
+    await chat.send("Agree the level of co-production early")
+    [reflection] = saved(db)
+    assert reflection.takeaway == "Agree the level of co-production early"
 
 
 async def test_start_a_new_one_instead_of_carrying_on(db):

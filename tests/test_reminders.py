@@ -14,6 +14,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.clock import set_clock
 from actions.db import use_sessions
 from actions import reminders as ra
+from tests.champion_data import opted_out
 from bot.db import make_engine, make_session_factory, migrate
 from bot.delivery_models import OutboundMessage
 from bot.reminder_scheduler import ReminderDispatcher
@@ -305,6 +306,18 @@ async def test_cancel_midway_and_crisis_stop_the_form(db):
     said = await chat.send("I want to end my life", "crisis")
     assert [m.get("response") for m in said if m.get("response")] == ["utter_crisis"] and not chat.form_active
     assert stored(db) == []
+
+
+async def test_stop_team_messages_mid_reminder_is_done_and_the_question_comes_again(db):
+    """"Stop messages from the team" while setting a reminder stops them at once; the reminder carries on."""
+    chat = Chat()
+    asked = await chat.send("PRG meeting Thursday", "set_reminder")
+    said = await chat.send("stop messages from the team", "opt_out_messages")
+    assert [m.get("response") for m in said if m.get("response")] == ["utter_opted_out"]
+    assert opted_out(SENDER) and chat.form_active
+    assert texts(said).endswith(texts(asked).split("\n")[-1])  # the same question again
+    said = await chat.send("2pm")
+    assert "Thursday 26 November at 2:00pm: PRG meeting" in texts(said)  # not "stop messages from the team"
 
 
 async def test_clocks_going_back_asks_which_half_past_one(db):

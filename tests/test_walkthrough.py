@@ -11,6 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.db import use_sessions
 from actions import walkthrough as wt
+from tests.champion_data import opted_out
 from bot.db import make_engine, make_session_factory, migrate
 from bot.plans import PlanRepository, load_content, plan_markdown
 
@@ -299,6 +300,17 @@ async def test_stopping_keeps_the_place_and_carry_on_resumes_there(stack, stop):
     assert chat.form_active
     assert "Welcome back" in texts(said)
     assert CONTENT.question("equal_partner").prompt in texts(said)
+
+
+async def test_stop_team_messages_mid_walk_is_done_and_the_question_comes_again(stack):
+    """"Stop messages from the team" mid-walk stops them at once, is not saved as an answer, and the walk goes on."""
+    chat = Chat()
+    await new_project(chat)
+    said = await chat.send("please stop messages from the team", "opt_out_messages", 0.93)
+    assert "utter_opted_out" in [m.get("response") for m in said]
+    assert opted_out(SENDER) and chat.form_active
+    assert CONTENT.question("parts").prompt in texts(said)
+    assert chat.position() == "parts" and chat.answers() == {}
 
 
 async def test_resume_after_a_restart_with_a_new_conversation(stack):
