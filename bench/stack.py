@@ -108,7 +108,7 @@ def _write_endpoints(data_dir: Path, action_port: int, production: Optional[Dict
         return path
     path.write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{action_port}/webhook"\n'
-        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {data_dir / 'rasa_tracker.db'}\n"
+        f"tracker_store:\n  type: components.tracker_store.CachedSQLTrackerStore\n  dialect: sqlite\n  db: {data_dir / 'rasa_tracker.db'}\n"
     )
     return path
 

@@ -52,6 +52,9 @@ EVENTS = Table(
 _ENV_VAR = re.compile(r"\$\{([^}]*)\}")
 # Rows per "sender_id IN (...)" (a champion has one or two sender ids; this is a safety bound).
 _SENDERS_PER_QUERY = 100
+# Endpoint types that are Rasa's SQL tracker store: its own, and ours that keeps trackers in memory
+# (components/tracker_store.py, same tables and settings).
+SQL_STORE_TYPES = ("sql", "components.tracker_store.cachedsqltrackerstore")
 
 
 class TrackerConfigError(ValueError):
@@ -139,6 +142,8 @@ def read_config(path: Path, environ: Optional[Mapping[str, str]] = None) -> Trac
     if kind is None or str(kind).lower() == "in_memory":
         return TrackerStoreConfig(kind=None)
     kind = str(kind).lower()
+    if kind in SQL_STORE_TYPES:
+        kind = "sql"
     if kind != "sql":
         return TrackerStoreConfig(kind=kind)
     url = db_url(

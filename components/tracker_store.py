@@ -1,0 +1,99 @@
+"""Rasa's SQL tracker store, keeping each recent conversation in memory between its turns.
+
+On every message Rasa 3.6's ``SQLTrackerStore`` reads the whole conversation session back from
+the database, decodes every event's JSON and replays the events into a tracker: about a quarter
+of the Rasa process's work per message in bench/latency.py (bench/RESULTS.md). This store keeps
+the tracker it last saved for each conversation and hands it back on the next turn, when the
+database shows nothing has changed since: the newest event id for the sender is the one it saved,
+and the tracker holds just the events it saved (a turn that failed before saving, and so left
+unsaved events on it, is read again). Anything else (another Rasa server answered, the champion's
+data was erased, a new session began) reads the database as Rasa always does.
+
+Chosen in the endpoints files with ``type: components.tracker_store.CachedSQLTrackerStore``; the
+rest of the section is Rasa's own SQL settings. ``TRACKER_CACHE_SIZE`` (conversations kept, 500
+by default; 0 turns the cache off) is read from the environment when the store is created.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional, Text
+
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import SessionStarted
+from rasa.shared.core.trackers import DialogueStateTracker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 500
+
+
+@dataclass
+class _Kept:
+    """A saved tracker, the newest event id stored for its sender, and how many events it held."""
+
+    tracker: DialogueStateTracker
+    last_event_id: Optional[int]
+    events: int
+
+
+class CachedSQLTrackerStore(SQLTrackerStore):
+    """An SQL tracker store that reuses a conversation's tracker while the database agrees with it."""
+
+    def __init__(self, *args: Any, cache_size: Optional[int] = None, **kwargs: Any) -> None:
+        """Rasa's SQL tracker store; cache_size (or TRACKER_CACHE_SIZE) conversations kept in memory."""
+        super().__init__(*args, **kwargs)
+        if cache_size is None:
+            cache_size = int(os.environ.get("TRACKER_CACHE_SIZE") or DEFAULT_CACHE_SIZE)
+        self.cache_size = max(0, int(cache_size))
+        self._kept: "OrderedDict[str, _Kept]" = OrderedDict()
+        self._kept_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _last_event_id(self, sender_id: Text) -> Optional[int]:
+        """The id of the newest event stored for sender_id (None if there are none)."""
+        with self.session_scope() as session:
+            return session.query(sa.func.max(self.SQLEvent.id)).filter(self.SQLEvent.sender_id == sender_id).scalar()
+
+    async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """The conversation's latest session: the kept tracker if the database still agrees, else read."""
+        if self.cache_size:
+            with self._kept_lock:
+                kept = self._kept.get(sender_id)
+            if kept is not None:
+                if kept.last_event_id == self._last_event_id(sender_id) and len(kept.tracker.events) == kept.events:
+                    with self._kept_lock:
+                        self._kept.move_to_end(sender_id)
+                    self.hits += 1
+                    return kept.tracker
+                self._forget(sender_id)
+            self.misses += 1
+        return await super().retrieve(sender_id)
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Store the new events as Rasa does, then keep the tracker for the conversation's next turn."""
+        self._forget(tracker.sender_id)
+        await super().save(tracker)
+        if not self.cache_size or self._starts_a_session(tracker):
+            return  # read back from the database next time, which holds only the new session
+        kept = _Kept(tracker, self._last_event_id(tracker.sender_id), len(tracker.events))
+        with self._kept_lock:
+            self._kept[tracker.sender_id] = kept
+            self._kept.move_to_end(tracker.sender_id)
+            while len(self._kept) > self.cache_size:
+                self._kept.popitem(last=False)
+
+    def _forget(self, sender_id: Text) -> None:
+        """Drop the kept tracker of sender_id, if any."""
+        with self._kept_lock:
+            self._kept.pop(sender_id, None)
+
+    @staticmethod
+    def _starts_a_session(tracker: DialogueStateTracker) -> bool:
+        """True if the tracker holds a session start after its first events (the database has fewer)."""
+        return any(isinstance(event, SessionStarted) for index, event in enumerate(tracker.events) if index > 1)
