@@ -10,17 +10,20 @@ unsaved events on it, is read again). Anything else (another Rasa server answere
 data was erased, a new session began) reads the database as Rasa always does.
 
 Chosen in the endpoints files with ``type: components.tracker_store.CachedSQLTrackerStore``; the
-rest of the section is Rasa's own SQL settings. ``TRACKER_CACHE_SIZE`` (conversations kept, 500
-by default; 0 turns the cache off) is read from the environment when the store is created.
+rest of the section is Rasa's own SQL settings. Read from the environment when the store is
+created: ``TRACKER_CACHE_SIZE`` (conversations kept, 500 by default; 0 turns the cache off) and
+``TRACKER_CACHE_SECONDS`` (a conversation not used for this long is dropped, 900 by default), so
+an erased champion's conversation does not stay in the server's memory for long either.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional, Text
+from typing import Any, Callable, Optional, Text
 
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore
@@ -30,6 +33,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 500
+DEFAULT_CACHE_SECONDS = 900.0
 
 
 @dataclass
@@ -39,17 +43,29 @@ class _Kept:
     tracker: DialogueStateTracker
     last_event_id: Optional[int]
     events: int
+    used_at: float
 
 
 class CachedSQLTrackerStore(SQLTrackerStore):
     """An SQL tracker store that reuses a conversation's tracker while the database agrees with it."""
 
-    def __init__(self, *args: Any, cache_size: Optional[int] = None, **kwargs: Any) -> None:
-        """Rasa's SQL tracker store; cache_size (or TRACKER_CACHE_SIZE) conversations kept in memory."""
+    def __init__(
+        self,
+        *args: Any,
+        cache_size: Optional[int] = None,
+        cache_seconds: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        """Rasa's SQL tracker store; up to cache_size conversations kept, each for cache_seconds unused."""
         super().__init__(*args, **kwargs)
         if cache_size is None:
             cache_size = int(os.environ.get("TRACKER_CACHE_SIZE") or DEFAULT_CACHE_SIZE)
+        if cache_seconds is None:
+            cache_seconds = float(os.environ.get("TRACKER_CACHE_SECONDS") or DEFAULT_CACHE_SECONDS)
         self.cache_size = max(0, int(cache_size))
+        self.cache_seconds = max(0.0, float(cache_seconds))
+        self._clock = clock
         self._kept: "OrderedDict[str, _Kept]" = OrderedDict()
         self._kept_lock = threading.Lock()
         self.hits = 0
@@ -64,10 +80,12 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         """The conversation's latest session: the kept tracker if the database still agrees, else read."""
         if self.cache_size:
             with self._kept_lock:
+                self._drop_unused()
                 kept = self._kept.get(sender_id)
             if kept is not None:
                 if kept.last_event_id == self._last_event_id(sender_id) and len(kept.tracker.events) == kept.events:
                     with self._kept_lock:
+                        kept.used_at = self._clock()
                         self._kept.move_to_end(sender_id)
                     self.hits += 1
                     return kept.tracker
@@ -81,12 +99,22 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         await super().save(tracker)
         if not self.cache_size or self._starts_a_session(tracker):
             return  # read back from the database next time, which holds only the new session
-        kept = _Kept(tracker, self._last_event_id(tracker.sender_id), len(tracker.events))
+        kept = _Kept(tracker, self._last_event_id(tracker.sender_id), len(tracker.events), self._clock())
         with self._kept_lock:
+            self._drop_unused()
             self._kept[tracker.sender_id] = kept
             self._kept.move_to_end(tracker.sender_id)
             while len(self._kept) > self.cache_size:
                 self._kept.popitem(last=False)
+
+    def _drop_unused(self) -> None:
+        """Drop the conversations not used for cache_seconds (the least recently used come first)."""
+        oldest_kept = self._clock() - self.cache_seconds
+        while self._kept:
+            sender_id, kept = next(iter(self._kept.items()))
+            if kept.used_at >= oldest_kept:
+                return
+            del self._kept[sender_id]
 
     def _forget(self, sender_id: Text) -> None:
         """Drop the kept tracker of sender_id, if any."""

@@ -156,3 +156,19 @@ def test_only_the_most_recent_conversations_are_kept(tmp_path, monkeypatch):
     tracker = run(off.retrieve(senders[1]))
     run(off.save(tracker))
     assert run(off.retrieve(senders[1])) is not tracker and not off._kept
+
+
+def test_a_conversation_not_used_for_a_while_is_dropped_from_memory(tmp_path):
+    """After TRACKER_CACHE_SECONDS without use, a conversation is no longer held in memory."""
+    now = [1000.0]
+    store = CachedSQLTrackerStore(domain=DOMAIN, dialect="sqlite", db=str(tmp_path / "t.db"), cache_seconds=900,
+                                  clock=lambda: now[0])
+    start = time.time()
+    run(store.save(DialogueStateTracker.from_events("web-old", session_start(start) + turn("a", start + 1), DOMAIN.slots)))
+    now[0] += 600
+    run(store.save(DialogueStateTracker.from_events("web-new", session_start(start) + turn("b", start + 1), DOMAIN.slots)))
+    now[0] += 301  # web-old unused for 901 s, web-new for 301 s
+    assert run(store.retrieve("web-new")).get_slot("name") == "b"
+    assert list(store._kept) == ["web-new"]
+    assert run(store.retrieve("web-old")).get_slot("name") == "a"  # read from the database
+    assert (store.hits, store.misses) == (1, 1)
