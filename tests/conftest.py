@@ -179,6 +179,18 @@ def _pg_admin_connection():
     return connection
 
 
+def _redis_connection():
+    """A client for the local Redis server's db 1 (the one the tests use), or None if there is none."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=1, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None
+    return client
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL database for this test run, dropped afterwards (CI must have the server)."""

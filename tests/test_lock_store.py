@@ -13,26 +13,16 @@ import uuid
 
 import pytest
 
+from tests.conftest import _redis_connection
+
 PROCESSES = 4
 TURNS_EACH = 15
-
-
-def _redis():
-    """A client for the local Redis server, or None."""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=1, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        return None
-    return client
 
 
 @pytest.fixture()
 def redis_client():
     """The local Redis server (skipped without one, except in CI)."""
-    client = _redis()
+    client = _redis_connection()
     if client is None:
         if os.environ.get("CI"):
             pytest.fail("the lock store tests need Redis at 127.0.0.1:6379")

@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.conftest import LIVE_STACK_TIMEOUT, MODEL, PG_URL, _log_tails, _pg_admin_connection
+from tests.conftest import LIVE_STACK_TIMEOUT, MODEL, PG_URL, _log_tails, _pg_admin_connection, _redis_connection
 
 # Messages with a reply we can recognise, whichever server answers.
 TURNS = [
@@ -27,24 +27,12 @@ TURNS = [
 ]
 
 
-def _redis():
-    """A client for the local Redis server, or None."""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=1, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        return None
-    return client
-
-
 @pytest.fixture(scope="module")
 def production_stack(tmp_path_factory):
     """Two Rasa servers, the action server and the web chat on PostgreSQL and Redis."""
     if not MODEL.exists():
         pytest.skip("train the model first (scripts/train.sh)")
-    admin, redis_client = _pg_admin_connection(), _redis()
+    admin, redis_client = _pg_admin_connection(), _redis_connection()
     if admin is None or redis_client is None:
         if os.environ.get("CI"):
             pytest.fail("the production tests need PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379")
