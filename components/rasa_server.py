@@ -33,6 +33,44 @@ def install_cached_action_validation() -> None:
     RemoteAction._companion_cached_validation = True
 
 
+def load_models_without_tracing_training() -> None:
+    """Load DIET's trained weights without first compiling its training step (about 25 s of start-up).
+
+    To create its variables before restoring the saved weights, Rasa 3.6 (``RasaModel.load``) trains
+    the new model for one step on one example, as a TensorFlow graph: tracing that graph, with its
+    gradients, was most of the time from start to ready (bench/RESULTS.md). Here that one step runs
+    eagerly instead, which creates the same variables without tracing anything; the saved weights
+    then replace them exactly as before, and predictions are compiled as before
+    (tests/test_rasa_server.py checks that the parse of every held-out message is unchanged).
+    Models loaded to be trained further (``finetune_mode``) keep Rasa's own way.
+    """
+    from rasa.utils.tensorflow.models import RasaModel
+
+    rasa_load = RasaModel.load.__func__
+    if getattr(rasa_load, "_companion_eager_build", False):
+        return
+
+    def load(cls, model_file_name, model_data_example, predict_data_example=None, finetune_mode=False, *args, **kwargs):
+        """RasaModel.load with the weight-building step run eagerly."""
+        if finetune_mode or kwargs.get("config", {}).get("run_eagerly"):
+            return rasa_load(cls, model_file_name, model_data_example, predict_data_example, finetune_mode, *args, **kwargs)
+        import tensorflow as tf
+        from rasa.utils.tensorflow.data_generator import RasaBatchDataGenerator
+
+        model = cls(*args, **kwargs)
+        learning_rate = kwargs.get("config", {}).get("learning_rate", 0.001)
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), run_eagerly=True)
+        model.fit(RasaBatchDataGenerator(model_data_example, batch_size=1), verbose=False)
+        model.load_weights(model_file_name)
+        model.run_eagerly = False  # predictions run as a compiled graph, as Rasa's own load leaves them
+        if predict_data_example:
+            model.run_inference(predict_data_example)
+        return model
+
+    load._companion_eager_build = True
+    RasaModel.load = classmethod(load)
+
+
 def hide_sql_parameters() -> None:
     """Make every SQLAlchemy engine Rasa creates (its SQL tracker store) keep statement values out
     of error messages, which Rasa logs: they would carry champions' messages (SECURITY.md)."""
@@ -146,6 +184,7 @@ def main() -> None:
     install_cached_action_validation()
     install_rest_request_checks()
     hide_private_log_content()
+    load_models_without_tracing_training()
     from rasa.__main__ import main as rasa_main
 
     sys.argv[0] = "rasa"
