@@ -7,7 +7,6 @@ real app database.
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -20,6 +19,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select, update
 
 from actions.clock import set_clock
+from tests.form_chat import actions_database, nlu_result
 from actions import checkins as ac
 from actions.db import use_sessions
 from actions.settings import reset_settings
@@ -421,32 +421,13 @@ def action_sessions(sessions, organisations_file):
 @pytest.fixture
 def sqlite_sessions(tmp_path, organisations_file):
     """The actions on a migrated SQLite file (where the database kind doesn't matter)."""
-    from bot.db import make_engine, migrate
-
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    use_sessions(factory)
-    set_clock(lambda: NOW)
-    yield factory
-    set_clock(None)
-    use_sessions(None)
-    engine.dispose()
+    with actions_database(tmp_path, NOW) as factory:
+        yield factory
 
 
 def parse(text: str, intent: str) -> Dict[str, Any]:
-    """What NLU makes of text (button payloads parsed like Rasa's /intent{json} syntax)."""
-    match = re.fullmatch(r"/(\w+)(\{.*\})?", text)
-    entities: Dict[str, Any] = {}
-    if match:
-        intent = match.group(1)
-        entities = json.loads(match.group(2)) if match.group(2) else {}
-    return {
-        "text": text,
-        "intent": {"name": intent, "confidence": 1.0 if match else 0.9},
-        "entities": [{"entity": k, "value": v} for k, v in entities.items()],
-    }
+    """What NLU makes of text (a button payload is certain)."""
+    return nlu_result(text, intent, 0.9, None)
 
 
 ACTIONS = {

@@ -1,21 +1,19 @@
 """Setting and managing reminders by chat: the form and actions driven the way Rasa drives them, on a real SQLite file."""
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.clock import set_clock
 from actions.db import use_sessions
 from actions import reminders as ra
 from tests.champion_data import opted_out
-from bot.db import make_engine, make_session_factory, migrate
+from tests.form_chat import ActionChat, actions_database, nlu_result
+from bot.db import make_engine, make_session_factory
 from bot.delivery_models import OutboundMessage
 from bot.reminder_scheduler import ReminderDispatcher
 
@@ -42,54 +40,21 @@ SINGLE_ACTIONS = {
 @pytest.fixture
 def db(tmp_path: Path):
     """A migrated SQLite app database used by the actions, with the clock pinned to NOW."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    sessions = make_session_factory(engine)
-    use_sessions(sessions)
-    set_clock(lambda: NOW)
-    yield sessions
-    use_sessions(None)
-    set_clock(None)
-    engine.dispose()
+    with actions_database(tmp_path, NOW) as sessions:
+        yield sessions
 
 
 def parse(text: str, intent: Optional[str], entities: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """What NLU would make of text (button payloads are parsed like Rasa's /intent{json} syntax)."""
-    match = re.fullmatch(r"/(\w+)(\{.*\})?", text)
-    confidence = 0.9
-    if match:
-        intent, confidence = match.group(1), 1.0
-        entities = json.loads(match.group(2)) if match.group(2) else {}
-    return {
-        "text": text,
-        "intent": {"name": intent or "nlu_fallback", "confidence": confidence},
-        "entities": [{"entity": k, "value": v} for k, v in (entities or {}).items()],
-    }
+    """What NLU would make of text (a button payload is certain)."""
+    return nlu_result(text, intent, 0.9, entities)
 
 
-class Chat:
+class Chat(ActionChat):
     """One champion's conversation, run the way Rasa runs reminder_form and the reminder actions."""
 
     def __init__(self, sender: str = SENDER) -> None:
         """A conversation with no slots set yet."""
-        self.sender = sender
-        self.slots: Dict[str, Any] = {"rm_answer": None, "rm_state": None, "requested_slot": None}
-        self.form_active = False
-
-    def tracker(self, latest: Dict[str, Any], events: List[Dict[str, Any]]) -> Tracker:
-        """A tracker as the action server receives it."""
-        return Tracker(self.sender, dict(self.slots), latest, events, False, None,
-                       {"name": "reminder_form"} if self.form_active else {}, "action_listen")
-
-    async def run(self, action, latest: Dict[str, Any], events: Optional[List[Dict[str, Any]]] = None):
-        """Run one action, apply its slot events; returns (messages, events)."""
-        dispatcher = CollectingDispatcher()
-        result = await action.run(dispatcher, self.tracker(latest, events or [{"event": "user", "text": latest["text"]}]), DOMAIN)
-        for event in result:
-            if event.get("event") == "slot":
-                self.slots[event["name"]] = event["value"]
-        return dispatcher.messages, result
+        super().__init__(sender, "reminder_form", DOMAIN, ["rm_answer", "rm_state"])
 
     async def send(self, text: str, intent: Optional[str] = None, **entities: str) -> List[Dict[str, Any]]:
         """The champion sends (or taps) text; returns every message the bot sends back."""
@@ -112,20 +77,8 @@ class Chat:
                 said, _ = await self.run(SINGLE_ACTIONS[name](), latest)
                 return said
             raise AssertionError(f"no rule for {name} outside the form")
-        events = [{"event": "user", "text": text, "parse_data": latest}, {"event": "slot", "name": "rm_answer", "value": text}]
-        self.slots["rm_answer"] = text
-        dispatcher = CollectingDispatcher()
-        result = await ra.ValidateReminderForm().run(dispatcher, self.tracker(latest, events), DOMAIN)
-        said = list(dispatcher.messages)
-        for event in result:
-            if event.get("event") == "slot":
-                self.slots[event["name"]] = event["value"]
-        if any(e.get("event") == "slot" and e.get("name") == "requested_slot" and e.get("value") is None for e in result):
-            self.form_active = False
-            more, _ = await self.run(ra.ActionReminderEnd(), latest)
-        else:
-            more, _ = await self.run(ra.ActionAskRmAnswer(), latest)
-        return said + more
+        return await self.form_turn(latest, "rm_answer", ra.ValidateReminderForm(), ra.ActionReminderEnd(),
+                                    ra.ActionAskRmAnswer())
 
 
 def texts(messages: List[Dict[str, Any]]) -> str:

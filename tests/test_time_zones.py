@@ -1,22 +1,19 @@
 """Champions' time zones: reading places, saving the zone by chat, and reminders read and said in it."""
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from rasa_sdk import Tracker
-from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select
 
 from actions import reminders as ra
 from actions import time_zones as tza
 from actions.clock import set_clock
+from tests.form_chat import ActionChat, actions_database, nlu_result
 from actions.db import use_sessions
-from bot.db import make_engine, make_session_factory, migrate
+from bot.db import make_engine, make_session_factory
 from bot.delivery_models import OutboundMessage
 from bot.models import Champion
 from bot.reminder_scheduler import ReminderDispatcher
@@ -204,53 +201,21 @@ def test_repository_saves_and_reads_the_zone(engine):
 @pytest.fixture
 def db(tmp_path: Path):
     """A migrated SQLite app database used by the time zone and reminder actions, with the clock pinned to NOW."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    sessions = make_session_factory(engine)
-    use_sessions(sessions)
-    set_clock(lambda: NOW)
-    yield sessions
-    set_clock(None)
-    use_sessions(None)
-    engine.dispose()
+    with actions_database(tmp_path, NOW) as sessions:
+        yield sessions
 
 
 def parse(text: str, intent: Optional[str], entities: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """What NLU would make of text (button payloads parsed like Rasa's /intent{json})."""
-    match = re.fullmatch(r"/(\w+)(\{.*\})?", text)
-    if match:
-        intent = match.group(1)
-        entities = json.loads(match.group(2)) if match.group(2) else {}
-    return {
-        "text": text,
-        "intent": {"name": intent or "nlu_fallback", "confidence": 0.9},
-        "entities": [{"entity": k, "value": v} for k, v in (entities or {}).items()],
-    }
+    """What NLU would make of text (a button payload is certain)."""
+    return nlu_result(text, intent, 0.9, entities)
 
 
-class ZoneChat:
+class ZoneChat(ActionChat):
     """One champion's conversation, run the way Rasa runs time_zone_form."""
 
     def __init__(self, sender: str = SENDER) -> None:
         """No slots set yet."""
-        self.sender = sender
-        self.slots: Dict[str, Any] = {"tz_answer": None, "tz_state": None, "requested_slot": None}
-        self.form_active = False
-
-    def tracker(self, latest: Dict[str, Any]) -> Tracker:
-        """A tracker as the action server receives it."""
-        events = [{"event": "user", "text": latest["text"], "parse_data": latest}]
-        return Tracker(self.sender, dict(self.slots), latest, events, False, None,
-                       {"name": "time_zone_form"} if self.form_active else {}, "action_listen")
-
-    async def run(self, action, latest: Dict[str, Any]) -> List[Dict[str, Any]]:
-        """Run one action and apply its slot events; returns what it said."""
-        dispatcher = CollectingDispatcher()
-        for event in await action.run(dispatcher, self.tracker(latest), DOMAIN):
-            if event.get("event") == "slot":
-                self.slots[event["name"]] = event["value"]
-        return dispatcher.messages
+        super().__init__(sender, "time_zone_form", DOMAIN, ["tz_answer", "tz_state"])
 
     async def send(self, text: str, intent: Optional[str] = None, **entities: str) -> List[Dict[str, Any]]:
         """The champion sends (or taps) text; returns every message sent back."""
@@ -259,13 +224,13 @@ class ZoneChat:
             assert latest["intent"]["name"] == "set_time_zone", "outside the form only set_time_zone starts it"
         else:
             self.slots["tz_answer"] = text
-        said = await self.run(tza.ValidateTimeZoneForm(), latest)
+        said = await self.said(tza.ValidateTimeZoneForm(), latest)
         if self.slots["requested_slot"] is None and (self.form_active or self.slots["tz_state"].get("stop")):
             self.form_active = False
-            return said + await self.run(tza.ActionTimeZoneEnd(), latest)
+            return said + await self.said(tza.ActionTimeZoneEnd(), latest)
         self.form_active = True
         self.slots["requested_slot"] = "tz_answer"
-        return said + await self.run(tza.ActionAskTzAnswer(), latest)
+        return said + await self.said(tza.ActionAskTzAnswer(), latest)
 
 
 def saved_zone(sessions, sender: str = SENDER) -> Optional[str]:

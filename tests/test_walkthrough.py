@@ -1,16 +1,15 @@
 """The five steps walk-through: form validation and actions, driven like Rasa drives them, on a real SQLite file."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.db import use_sessions
 from actions import walkthrough as wt
+from tests.form_chat import ActionChat, nlu_result
 from tests.champion_data import opted_out
 from bot.db import make_engine, make_session_factory, migrate
 from bot.plans import PlanRepository, load_content, plan_markdown
@@ -72,45 +71,17 @@ def stack(tmp_path: Path):
 
 
 def parse(text: str, intent: Optional[str] = None, confidence: float = 0.3, entities: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """What NLU would make of text (button payloads are parsed like Rasa's /intent{json} syntax)."""
-    import json
-
-    match = re.fullmatch(r"/(\w+)(\{.*\})?", text)
-    if match:
-        intent, confidence = match.group(1), 1.0
-        entities = json.loads(match.group(2)) if match.group(2) else {}
-    return {
-        "text": text,
-        "intent": {"name": intent or "nlu_fallback", "confidence": confidence},
-        "entities": [{"entity": k, "value": v} for k, v in (entities or {}).items()],
-    }
+    """What NLU would make of text (a button payload is certain)."""
+    return nlu_result(text, intent, confidence, entities)
 
 
-class Chat:
+class Chat(ActionChat):
     """One champion's conversation, run the way Rasa runs five_steps_form and its actions."""
 
     def __init__(self, sender: str = SENDER) -> None:
         """A conversation with no slots set yet."""
-        self.sender = sender
-        self.slots: Dict[str, Any] = {"fs_answer": None, "fs_state": None, "requested_slot": None}
-        self.form_active = False
+        super().__init__(sender, "five_steps_form", DOMAIN, ["fs_answer", "fs_state"])
         self.log: List[List[Dict[str, Any]]] = []
-
-    def tracker(self, latest: Dict[str, Any], events: List[Dict[str, Any]]) -> Tracker:
-        """A tracker as the action server receives it."""
-        return Tracker(
-            self.sender, dict(self.slots), latest, events, False, None,
-            {"name": "five_steps_form"} if self.form_active else {}, "action_listen",
-        )
-
-    async def run(self, action, latest: Dict[str, Any], events: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
-        """Run one action, apply its slot events and return what it said."""
-        dispatcher = CollectingDispatcher()
-        result = await action.run(dispatcher, self.tracker(latest, events or [{"event": "user", "text": latest["text"]}]), DOMAIN)
-        for event in result:
-            if event.get("event") == "slot":
-                self.slots[event["name"]] = event["value"]
-        return dispatcher.messages
 
     async def send(
         self, text: str, intent: Optional[str] = None, confidence: float = 0.3,
@@ -135,11 +106,11 @@ class Chat:
                 dispatcher = CollectingDispatcher()
                 validated = await wt.ValidateFiveStepsForm().run(dispatcher, self.tracker(latest, events), DOMAIN)
                 assert dispatcher.messages == [] and all(e.get("name") != "fs_state" for e in validated)
-                said += await self.run(wt.ActionAskFsAnswer(), latest)
+                said += await self.said(wt.ActionAskFsAnswer(), latest)
             elif name == "show_plan":
-                said += await self.run(wt.ActionShowPlan(), latest)
+                said += await self.said(wt.ActionShowPlan(), latest)
             elif name == "pause_walkthrough":
-                said += await self.run(wt.ActionPauseWalkthrough(), latest)
+                said += await self.said(wt.ActionPauseWalkthrough(), latest)
             else:
                 raise AssertionError(f"no rule for {name} outside the form")
             self.log.append(said)
@@ -157,9 +128,9 @@ class Chat:
                 self.slots[event["name"]] = event["value"]
         if any(e.get("name") == "requested_slot" and e.get("value") is None for e in result if e.get("event") == "slot"):
             self.form_active = False
-            said += await self.run(wt.ActionFiveStepsEnd(), latest)
+            said += await self.said(wt.ActionFiveStepsEnd(), latest)
         else:
-            said += await self.run(wt.ActionAskFsAnswer(), latest)
+            said += await self.said(wt.ActionAskFsAnswer(), latest)
         self.log.append(said)
         return said
 
@@ -322,7 +293,7 @@ async def test_resume_after_a_restart_with_a_new_conversation(stack):
     await chat.send("I'll finish this tomorrow", "pause_walkthrough", 0.9)
     stack.restart()
     fresh = Chat()  # same sender, no slots: a new Rasa session
-    offer = await fresh.run(wt.ActionOfferResume(), parse("hello", "greet", 0.99))
+    offer = await fresh.said(wt.ActionOfferResume(), parse("hello", "greet", 0.99))
     assert "Stroke clinic redesign" in texts(offer) and "Step 1" in texts(offer)
     carry_on = [b["payload"] for b in offer[0]["buttons"]][0]
     said = await fresh.send(carry_on)
@@ -332,7 +303,7 @@ async def test_resume_after_a_restart_with_a_new_conversation(stack):
 
 async def test_offer_resume_says_nothing_without_an_unfinished_walk(stack):
     """A greeting with nothing to continue gets no offer."""
-    assert await Chat().run(wt.ActionOfferResume(), parse("hi", "greet", 0.99)) == []
+    assert await Chat().said(wt.ActionOfferResume(), parse("hi", "greet", 0.99)) == []
 
 
 async def test_walk_survives_a_restart_in_the_middle_of_step_3(stack):
@@ -722,7 +693,7 @@ async def test_someone_elses_project_cannot_be_chosen(stack):
     said = await other.send(f'/continue_walkthrough{{"fs_project":"{project_id}"}}')
     assert "Private project" not in texts(said)
     assert CONTENT.message("ask_name").split(".")[0] in texts(said)
-    plan = await other.run(wt.ActionShowPlan(), parse(f'/show_plan{{"fs_project":"{project_id}"}}'))
+    plan = await other.said(wt.ActionShowPlan(), parse(f'/show_plan{{"fs_project":"{project_id}"}}'))
     assert "Private project" not in texts(plan)
 
 
@@ -887,8 +858,8 @@ async def test_database_trouble_gets_a_kind_reply_and_no_form(broken_database):
     events = await wt.ActionStartWalkthrough().run(dispatcher, chat.tracker(parse("/start_walkthrough"), []), DOMAIN)
     assert CONTENT.message("trouble") in texts(dispatcher.messages)
     assert events == [{"event": "followup", "name": "action_listen", "timestamp": None}]
-    assert await chat.run(wt.ActionOfferResume(), parse("hi", "greet", 0.99)) == []
-    said = await chat.run(wt.ActionShowPlan(), parse("/show_plan"))
+    assert await chat.said(wt.ActionOfferResume(), parse("hi", "greet", 0.99)) == []
+    said = await chat.said(wt.ActionShowPlan(), parse("/show_plan"))
     assert CONTENT.message("trouble") in texts(said)
 
 
