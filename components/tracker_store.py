@@ -99,7 +99,10 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         await super().save(tracker)
         if not self.cache_size or self._starts_a_session(tracker):
             return  # read back from the database next time, which holds only the new session
-        kept = _Kept(tracker, self._last_event_id(tracker.sender_id), len(tracker.events), self._clock())
+        last_event_id = self._last_event_id(tracker.sender_id)
+        if last_event_id is None:
+            return  # deleted as soon as saved (an erasure): nothing to keep
+        kept = _Kept(tracker, last_event_id, len(tracker.events), self._clock())
         with self._kept_lock:
             self._drop_unused()
             self._kept[tracker.sender_id] = kept

@@ -172,3 +172,12 @@ def test_a_conversation_not_used_for_a_while_is_dropped_from_memory(tmp_path):
     assert list(store._kept) == ["web-new"]
     assert run(store.retrieve("web-old")).get_slot("name") == "a"  # read from the database
     assert (store.hits, store.misses) == (1, 1)
+
+
+def test_a_conversation_erased_as_it_was_saved_is_not_kept(tmp_path, monkeypatch):
+    """If the events are gone by the time the save is checked, nothing is kept to be served later."""
+    store = CachedSQLTrackerStore(domain=DOMAIN, dialect="sqlite", db=str(tmp_path / "t.db"))
+    monkeypatch.setattr(store, "_last_event_id", lambda sender_id: None)
+    start = time.time()
+    run(store.save(DialogueStateTracker.from_events("web-gone", session_start(start) + turn("a", start + 1), DOMAIN.slots)))
+    assert not store._kept
