@@ -1,13 +1,17 @@
-"""Run Rasa's command line (`python -m components.rasa_server run ...`) with a faster action-reply check.
+"""Run Rasa's command line (`python -m components.rasa_server run ...`) with this project's changes.
 
-Rasa 3.6 checks every reply from the action server with `jsonschema.validate`, which
-re-checks the schema itself on each call: that took over half of the Rasa process's
-time per message in bench/latency.py. Here the schema is compiled once and each reply
-is still validated against it; an invalid reply goes through Rasa's own check, so the
-error and its message are exactly Rasa's.
+Each change is one function below, installed by `main()` before Rasa starts:
+- speed (figures in bench/RESULTS.md): the action-reply schema compiled once, not per reply; the
+  model loaded without compiling a training step; requests to the action server encoded with ujson;
+  a tracker's applied events folded incrementally;
+- safety: SQL statement values, message text and other private content kept out of the logs;
+  malformed REST requests answered with a 400 instead of a 500 or a crash.
+Each keeps Rasa's behaviour otherwise; tests/test_rasa_server.py checks that. The conversation tests
+(`rasa test core` in scripts/test.sh) run through this module too.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -31,6 +35,113 @@ def install_cached_action_validation() -> None:
 
     RemoteAction._validate_action_result = _validate_action_result
     RemoteAction._companion_cached_validation = True
+
+
+def encode_action_calls_with_ujson() -> None:
+    """Encode Rasa's requests to the action server with ujson instead of the standard library's json.
+
+    Each call sends the whole conversation session (about 120 KB after 30 messages); json.dumps took
+    a tenth of the Rasa process's time under load (bench/RESULTS.md), ujson (already installed with
+    Sanic, which the action server decodes with) about a third of that. A value ujson can't encode
+    falls back to json.dumps, so nothing is sent differently from what Rasa would send.
+    """
+    import json
+
+    import aiohttp
+    import ujson
+    from rasa.utils import endpoints
+
+    if getattr(endpoints.EndpointConfig.session, "_companion_ujson", False):
+        return
+
+    def dumps(value) -> str:
+        """ujson.dumps, or json.dumps for whatever ujson refuses."""
+        try:
+            return ujson.dumps(value)
+        except (OverflowError, TypeError, ValueError):
+            return json.dumps(value)
+
+    def session(self: endpoints.EndpointConfig) -> aiohttp.ClientSession:
+        """Rasa's client session for an endpoint, encoding JSON bodies with dumps."""
+        auth = aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"]) if self.basic_auth else None
+        return aiohttp.ClientSession(
+            headers=self.headers,
+            auth=auth,
+            timeout=aiohttp.ClientTimeout(total=endpoints.DEFAULT_REQUEST_TIMEOUT),
+            json_serialize=dumps,
+        )
+
+    session._companion_ujson = True
+    endpoints.EndpointConfig.session = session
+
+
+def fold_applied_events_incrementally() -> None:
+    """Work out a tracker's applied events from where the previous call left off, not from its first event.
+
+    Rasa 3.6's ``DialogueStateTracker.applied_events`` (the events left after reverts, restarts and
+    repeated form turns) goes over every event of the session each time it is called, several times
+    for every action predicted, with backward scans for each form turn: the largest part of dialogue
+    prediction, growing with the conversation (bench/RESULTS.md). It is a fold over the events whose
+    only other input is the set of loop (form) names activated anywhere in the tracker. So each
+    tracker keeps the fold's result and the events it had folded; the next call folds in only the
+    events added since, when its first and last folded events are still in place and no new loop name
+    has appeared. Otherwise, Rasa's whole fold runs, exactly as before.
+    tests/test_rasa_server.py compares the two on every story's tracker, event by event.
+    """
+    from rasa.shared.core.events import (
+        ActionExecuted,
+        ActionReverted,
+        ActiveLoop,
+        Restarted,
+        SessionStarted,
+        UserUttered,
+        UserUtteranceReverted,
+    )
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    if getattr(DialogueStateTracker.applied_events, "_companion_incremental", False):
+        return
+
+    def fold(tracker: DialogueStateTracker, loop_names, applied: list, events) -> list:
+        """The loop of Rasa 3.6's applied_events (rasa/shared/core/trackers.py), from a given state."""
+        for event in events:
+            if isinstance(event, (Restarted, SessionStarted)):
+                applied = []
+            elif isinstance(event, ActionReverted):
+                tracker._undo_till_previous(ActionExecuted, applied)
+            elif isinstance(event, UserUtteranceReverted):
+                tracker._undo_till_previous(UserUttered, applied)
+                tracker._undo_till_previous(ActionExecuted, applied)
+            elif (
+                isinstance(event, ActionExecuted)
+                and event.action_name in loop_names
+                and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)
+            ):
+                tracker._undo_till_previous_loop_execution(event.action_name, applied)
+            else:
+                applied.append(event)
+        return applied
+
+    def applied_events(self: DialogueStateTracker) -> list:
+        """All events that should be applied, without reverted ones (as Rasa's), folding only new events."""
+        events = self.events
+        count = len(events)
+        kept = self.__dict__.get("_companion_applied")
+        if kept is not None and 0 < kept[0] <= count and events[0] is kept[1] and events[kept[0] - 1] is kept[2]:
+            folded, _, _, loop_names, applied = kept
+            new = list(itertools.islice(events, folded, None))
+            if not any(isinstance(event, ActiveLoop) and event.name and event.name not in loop_names for event in new):
+                applied = fold(self, loop_names, list(applied), new)
+                self._companion_applied = (count, events[0], events[-1], loop_names, applied)
+                return list(applied)
+        loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
+        applied = fold(self, loop_names, [], events)
+        if count:
+            self._companion_applied = (count, events[0], events[-1], loop_names, applied)
+        return list(applied)
+
+    applied_events._companion_incremental = True
+    DialogueStateTracker.applied_events = applied_events
 
 
 def load_models_without_tracing_training() -> None:
@@ -185,6 +296,8 @@ def main() -> None:
     install_rest_request_checks()
     hide_private_log_content()
     load_models_without_tracing_training()
+    encode_action_calls_with_ujson()
+    fold_applied_events_incrementally()
     from rasa.__main__ import main as rasa_main
 
     sys.argv[0] = "rasa"

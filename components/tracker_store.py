@@ -14,9 +14,17 @@ rest of the section is Rasa's own SQL settings. Read from the environment when t
 created: ``TRACKER_CACHE_SIZE`` (conversations kept, 500 by default; 0 turns the cache off) and
 ``TRACKER_CACHE_SECONDS`` (a conversation not used for this long is dropped, 900 by default), so
 an erased champion's conversation does not stay in the server's memory for long either.
+
+Saving a kept tracker also skips Rasa's count of the session's stored events (the store knows how
+many it saved) and takes the newest event id from the rows it inserts. On SQLite the store keeps its
+connections open between turns (Rasa opens a new one for every query) and uses write-ahead logging
+with ``synchronous=NORMAL``, as the app database does (bot/db.py): a commit survives any process
+crash or restart, and needs one disk flush at checkpoints instead of several per turn.
 """
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import threading
@@ -27,6 +35,7 @@ from typing import Any, Callable, Optional, Text
 
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -59,6 +68,8 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     ) -> None:
         """Rasa's SQL tracker store; up to cache_size conversations kept, each for cache_seconds unused."""
         super().__init__(*args, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            self._reuse_sqlite_connections()
         if cache_size is None:
             cache_size = int(os.environ.get("TRACKER_CACHE_SIZE") or DEFAULT_CACHE_SIZE)
         if cache_seconds is None:
@@ -70,6 +81,16 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         self._kept_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def _reuse_sqlite_connections(self) -> None:
+        """Replace Rasa's SQLite engine (a new connection per query) with the app database's kind
+        (bot/db.py): connections kept open, write-ahead logging, synchronous=NORMAL, a lock wait."""
+        from bot.db import make_engine
+
+        url = self.engine.url
+        self.engine.dispose()
+        self.engine = make_engine(url.render_as_string(hide_password=False))
+        self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
 
     def _last_event_id(self, sender_id: Text) -> Optional[int]:
         """The id of the newest event stored for sender_id (None if there are none)."""
@@ -95,11 +116,16 @@ class CachedSQLTrackerStore(SQLTrackerStore):
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Store the new events as Rasa does, then keep the tracker for the conversation's next turn."""
-        self._forget(tracker.sender_id)
-        await super().save(tracker)
+        with self._kept_lock:
+            kept = self._kept.pop(tracker.sender_id, None)
+        if kept is None or kept.tracker is not tracker or self.event_broker is not None:
+            await super().save(tracker)
+            last_event_id = self._last_event_id(tracker.sender_id) if self.cache_size else None
+        else:
+            # The tracker this store handed out: its first kept.events events are the ones stored.
+            last_event_id = self._insert_events(tracker, kept.events) or kept.last_event_id
         if not self.cache_size or self._starts_a_session(tracker):
             return  # read back from the database next time, which holds only the new session
-        last_event_id = self._last_event_id(tracker.sender_id)
         if last_event_id is None:
             return  # deleted as soon as saved (an erasure): nothing to keep
         kept = _Kept(tracker, last_event_id, len(tracker.events), self._clock())
@@ -109,6 +135,30 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             self._kept.move_to_end(tracker.sender_id)
             while len(self._kept) > self.cache_size:
                 self._kept.popitem(last=False)
+
+    def _insert_events(self, tracker: DialogueStateTracker, stored: int) -> Optional[int]:
+        """Insert the tracker's events after the first `stored` as Rasa's save does; the last one's id."""
+        rows = []
+        for event in itertools.islice(tracker.events, stored, None):
+            data = event.as_dict()
+            rows.append(
+                self.SQLEvent(
+                    sender_id=tracker.sender_id,
+                    type_name=event.type_name,
+                    timestamp=data.get("timestamp"),
+                    intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                    action_name=data.get("name"),
+                    data=json.dumps(data),
+                )
+            )
+        if not rows:
+            return None
+        with self.session_scope() as session:
+            session.add_all(rows)
+            session.flush()
+            last_event_id = max(row.id for row in rows)
+            session.commit()
+        return last_event_id
 
     def _drop_unused(self) -> None:
         """Drop the conversations not used for cache_seconds (the least recently used come first)."""
@@ -128,3 +178,4 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     def _starts_a_session(tracker: DialogueStateTracker) -> bool:
         """True if the tracker holds a session start after its first events (the database has fewer)."""
         return any(isinstance(event, SessionStarted) for index, event in enumerate(tracker.events) if index > 1)
+

@@ -14,7 +14,8 @@ echo "== training (skipped when nothing changed)"
 scripts/train.sh
 echo "== rasa test (conversation stories)"
 rm -rf results/core
-.venv/bin/rasa test core --model models --stories tests/stories --endpoints endpoints.yml \
+# Through components/rasa_server.py, so the stories run with the same changes to Rasa as the server.
+.venv/bin/python -m components.rasa_server test core --model models --stories tests/stories --endpoints endpoints.yml \
   --fail-on-prediction-errors --out results/core
 echo "== pytest"
 .venv/bin/python -m pytest

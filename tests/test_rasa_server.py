@@ -61,3 +61,68 @@ def test_the_faster_model_load_understands_every_message_exactly_as_rasas_own():
     for text, rasas, ours in zip(found["texts"], found["rasa"], found["ours"]):
         assert ours[0] == rasas[0] and ours[2] == rasas[2], text
         assert ours[1] == pytest.approx(rasas[1], abs=1e-5), text
+
+
+def _story_trackers():
+    """Every training and test story of the assistant as a tracker (forms and their loops included)."""
+    from rasa.shared.core.generator import TrainingDataGenerator
+    from rasa.shared.importers.importer import TrainingDataImporter
+
+    importer = TrainingDataImporter.load_from_dict(domain_path="domain", training_data_paths=["stories", "tests/stories"])
+    generator = TrainingDataGenerator(importer.get_stories(), importer.get_domain(), augmentation_factor=0,
+                                      remove_duplicates=False)
+    return [list(tracker.events) for tracker in generator.generate_story_trackers()]
+
+
+def _random_conversations(count: int, length: int):
+    """Random event sequences mixing forms (accepted, rejected, interrupted), reverts, restarts and new sessions."""
+    import random
+
+    from rasa.shared.core.events import (
+        ActionExecuted, ActionExecutionRejected, ActionReverted, ActiveLoop, Restarted, SessionStarted, SlotSet,
+        UserUttered, UserUtteranceReverted,
+    )
+
+    makers = [
+        lambda: UserUttered("hi", {"name": "greet", "confidence": 1.0}),
+        lambda: ActionExecuted("action_listen"),
+        lambda: ActionExecuted("utter_greet"),
+        lambda: ActionExecuted("five_steps_form"),
+        lambda: ActionExecuted("reminder_form"),
+        lambda: ActiveLoop("five_steps_form"),
+        lambda: ActiveLoop("reminder_form"),
+        lambda: ActiveLoop(None),
+        lambda: ActionExecutionRejected("five_steps_form"),
+        lambda: SlotSet("requested_slot", "fs_answer"),
+        lambda: ActionReverted(),
+        lambda: UserUtteranceReverted(),
+        lambda: Restarted(),
+        lambda: SessionStarted(),
+    ]
+    weights = [8, 8, 4, 6, 3, 2, 1, 2, 2, 3, 1, 1, 1, 1]
+    rng = random.Random(20261122)
+    return [[rng.choices(makers, weights)[0]() for _ in range(length)] for _ in range(count)]
+
+
+def test_applied_events_folded_incrementally_are_rasas_after_every_event(monkeypatch):
+    """After each event of every story (and of random conversations with reverts, restarts and rejected
+    forms), the incremental fold gives exactly the events Rasa's own applied_events gives."""
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    from components.rasa_server import fold_applied_events_incrementally
+
+    rasas = DialogueStateTracker.applied_events
+    monkeypatch.setattr(DialogueStateTracker, "applied_events", rasas)  # put back after the test
+    fold_applied_events_incrementally()
+    assert DialogueStateTracker.applied_events is not rasas
+    conversations = _story_trackers() + _random_conversations(300, 60)
+    checked = 0
+    for events in conversations:
+        tracker = DialogueStateTracker("fold-check", [])
+        for event in events:
+            tracker.update(event)
+            ours = tracker.applied_events()
+            assert [id(e) for e in ours] == [id(e) for e in rasas(tracker)], events
+            ours.append("callers may change the list they get")
+            checked += 1
+    assert checked > 18_000
