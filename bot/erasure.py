@@ -3,8 +3,10 @@
 Why two steps. The request is confirmed inside a Rasa custom action, but nothing can be
 erased from there: when the action returns, Rasa saves the conversation again
 (SQLTrackerStore.save counts the events stored for the session and inserts the rest, so
-events deleted mid-turn come straight back), and the web chat and the Telegram bot store
-the reply in `chat_messages` after Rasa answers. So:
+events deleted mid-turn come straight back; components/tracker_store.py inserts only the
+turn's new events when it kept the conversation in memory, but still holds the older ones
+there), and the web chat and the Telegram bot store the reply in `chat_messages` after
+Rasa answers. So:
 
 1. **At once** (`request_erasure`, called by actions/my_data.py when the champion taps
    "Yes, delete everything"): `champions.erasure_requested_at` is set; every pending or
