@@ -20,16 +20,15 @@ from __future__ import annotations
 import calendar
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.content import load_yaml
 from bot.models import Champion, as_utc, utcnow
 from bot.plans import fill, shorten
 from bot.reflection_models import (
@@ -66,18 +65,10 @@ CLOSED = "closed"
 
 # --- content and dates ---------------------------------------------------------------------------
 
-_content_lock = threading.Lock()
-_content_cache: Dict[Path, Dict[str, Any]] = {}
-
 
 def load_content(path: Path = CONTENT_FILE) -> Dict[str, Any]:
     """knowledge/checkins.yml as a dict, read once and then cached."""
-    path = Path(path)
-    with _content_lock:
-        if path not in _content_cache:
-            with open(path, encoding="utf-8") as handle:
-                _content_cache[path] = yaml.safe_load(handle)
-        return _content_cache[path]
+    return load_yaml(path)
 
 
 def champion_zone(time_zone: Optional[str], content: Optional[Mapping[str, Any]] = None) -> str:

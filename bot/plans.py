@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import re
 import string
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-import yaml
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.content import load_yaml
 from bot.models import Champion, utcnow
 from bot.plan_models import PROJECT_ABOUT_MAX, PROJECT_NAME_MAX, Project, StepAnswer
 from bot.repository import ChatRepository
@@ -260,18 +259,9 @@ def parse_content(data: Mapping[str, Any]) -> FiveSteps:
     )
 
 
-_content_lock = threading.Lock()
-_content_cache: Dict[Path, FiveSteps] = {}
-
-
 def load_content(path: Path = CONTENT_FILE) -> FiveSteps:
     """The walk-through content from path, read once and then cached."""
-    path = Path(path)
-    with _content_lock:
-        if path not in _content_cache:
-            with open(path, encoding="utf-8") as handle:
-                _content_cache[path] = parse_content(yaml.safe_load(handle))
-        return _content_cache[path]
+    return load_yaml(path, parse_content)
 
 
 # --- the ladder ---------------------------------------------------------------------------------

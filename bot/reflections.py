@@ -17,18 +17,17 @@ knowledge/reflections.yml.
 """
 from __future__ import annotations
 
-import threading
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import yaml
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot import checkins
+from bot.content import load_yaml
 from bot.models import Champion, as_utc, utcnow
 from bot.reflection_models import (
     ANSWER_MAX,
@@ -56,18 +55,10 @@ DAY_OK, DAY_CHOOSE, DAY_PAST, DAY_TOO_FAR, DAY_UNKNOWN = "ok", "choose", "past",
 
 # --- content ------------------------------------------------------------------------------------
 
-_content_lock = threading.Lock()
-_content_cache: Dict[Path, Dict[str, Any]] = {}
-
 
 def load_content(path: Path = CONTENT_FILE) -> Dict[str, Any]:
     """knowledge/reflections.yml as a dict, read once and then cached."""
-    path = Path(path)
-    with _content_lock:
-        if path not in _content_cache:
-            with open(path, encoding="utf-8") as handle:
-                _content_cache[path] = yaml.safe_load(handle)
-        return _content_cache[path]
+    return load_yaml(path)
 
 
 def _aware(moment: Optional[datetime], name: str) -> datetime:

@@ -42,14 +42,14 @@ Everything is computed from ``now`` (injected), so tests pin the clock.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
+from bot.content import load_yaml
+
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_FILE = ROOT / "knowledge" / "reminders.yml"
@@ -73,18 +73,10 @@ MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 
 # --- content ------------------------------------------------------------------------------------
 
-_content_lock = threading.Lock()
-_content_cache: Dict[Path, Dict[str, Any]] = {}
-
 
 def load_content(path: Path = CONTENT_FILE) -> Dict[str, Any]:
     """knowledge/reminders.yml as a dict, read once and then cached."""
-    path = Path(path)
-    with _content_lock:
-        if path not in _content_cache:
-            with open(path, encoding="utf-8") as handle:
-                _content_cache[path] = yaml.safe_load(handle)
-        return _content_cache[path]
+    return load_yaml(path)
 
 
 def zone(name: Optional[str]) -> ZoneInfo:

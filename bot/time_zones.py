@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import yaml
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.content import load_yaml
 from bot.models import Champion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,18 +164,9 @@ def parse_content(data: Mapping[str, Any]) -> TimeZones:
     )
 
 
-_content_lock = threading.Lock()
-_content_cache: Dict[Path, TimeZones] = {}
-
-
 def load_content(path: Path = CONTENT_FILE) -> TimeZones:
     """knowledge/time_zones.yml, read and checked once, then cached."""
-    path = Path(path)
-    with _content_lock:
-        if path not in _content_cache:
-            with open(path, encoding="utf-8") as handle:
-                _content_cache[path] = parse_content(yaml.safe_load(handle))
-        return _content_cache[path]
+    return load_yaml(path, parse_content)
 
 
 def label(zone: str, content: Optional[TimeZones] = None) -> str:
