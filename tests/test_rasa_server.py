@@ -126,3 +126,41 @@ def test_applied_events_folded_incrementally_are_rasas_after_every_event(monkeyp
             ours.append("callers may change the list they get")
             checked += 1
     assert checked > 18_000
+
+
+async def test_a_second_message_of_a_conversation_checks_the_lock_every_50_ms(monkeypatch):
+    """A message that arrives while another of its conversation is being answered is taken 50 ms after,
+    not up to a second after (Rasa's own wait), and still only once the first is done."""
+    import asyncio
+
+    from rasa.core import lock_store
+    from rasa.core.lock_store import InMemoryLockStore, LockStore
+
+    from components.rasa_server import poll_conversation_locks_often
+
+    monkeypatch.setattr(LockStore, "lock", LockStore.lock)  # put back after the test
+    poll_conversation_locks_often()
+    waits, order = [], []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(lock_store.asyncio, "sleep", sleep)
+    store = InMemoryLockStore()
+    first_in = asyncio.Event()
+
+    async def answer(name, hold):
+        async with store.lock("web-quick"):
+            order.append(f"{name} starts")
+            first_in.set()
+            for _ in range(hold):
+                await real_sleep(0)
+            order.append(f"{name} ends")
+
+    first = asyncio.create_task(answer("first", 20))
+    await first_in.wait()
+    await asyncio.gather(first, answer("second", 0))
+    assert order == ["first starts", "first ends", "second starts", "second ends"]
+    assert waits and set(waits) == {0.05}
