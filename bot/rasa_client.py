@@ -2,9 +2,14 @@
 
 `RASA_URL` may list more than one Rasa server, separated by commas (the
 production set-up runs two, sharing the PostgreSQL tracker store and the Redis
-lock store, so any of them can take any turn of any conversation). Messages go
-to the servers in turn. A server that refuses the connection (stopped,
-restarting) is skipped and the same message goes to the next one: a refused
+lock store, so any of them can take any turn of any conversation). Each
+conversation has its own server, chosen from its sender id (the same in every
+process), and all its messages go there: that server keeps the conversation in
+memory between turns (components/tracker_store.py) instead of reading it back
+from the database, and never waits for the other server's turn on the lock.
+Conversations spread evenly over the servers. A server that refuses the
+connection (stopped, restarting) is skipped and the same message goes to the
+next one: a refused
 connection means the message never arrived, so it can't be answered twice. A
 server that took the message but answered badly or too slowly is not retried
 elsewhere, for the same reason; the caller shows its "trouble" wording.
@@ -12,8 +17,8 @@ elsewhere, for the same reason; the caller shows its "trouble" wording.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import zlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import aiohttp
@@ -32,23 +37,22 @@ def parse_rasa_urls(raw: Optional[str], default: str = "http://127.0.0.1:5005") 
 
 
 class RasaClient:
-    """Posts messages to Rasa's REST channel, taking the servers in turn and skipping refused ones."""
+    """Posts messages to Rasa's REST channel, each conversation to its own server, skipping refused ones."""
 
     def __init__(self, urls: Sequence[str]) -> None:
         """Use the given server base addresses (at least one)."""
         if not urls:
             raise ValueError("at least one Rasa server address is needed")
         self.urls = tuple(urls)
-        self._turn = itertools.cycle(range(len(self.urls)))
 
-    def _order(self) -> List[str]:
-        """Every server once, starting with the next one in turn."""
-        start = next(self._turn)
+    def _order(self, sender: str) -> List[str]:
+        """Every server once, starting with the conversation's own (a stable hash of its sender id)."""
+        start = zlib.crc32(sender.encode("utf-8", "surrogatepass")) % len(self.urls)
         return [self.urls[(start + i) % len(self.urls)] for i in range(len(self.urls))]
 
     async def replies(self, http: aiohttp.ClientSession, sender: str, message: str) -> Optional[List[Dict[str, Any]]]:
         """Rasa's replies ({"text", "buttons"} each), or None when no server could answer properly."""
-        for url in self._order():
+        for url in self._order(sender):
             try:
                 async with http.post(f"{url}{WEBHOOK_PATH}", json={"sender": sender, "message": message}) as response:
                     if response.status != 200:

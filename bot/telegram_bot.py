@@ -89,7 +89,7 @@ class Services:
     _rasa: Optional[RasaClient] = field(default=None, repr=False)
 
     def rasa(self) -> RasaClient:
-        """The Rasa servers (several when RASA_URL lists more than one), taken in turn."""
+        """The Rasa servers (several when RASA_URL lists more than one), each conversation keeping to one."""
         if self._rasa is None:
             self._rasa = RasaClient(parse_rasa_urls(self.rasa_url))
         return self._rasa

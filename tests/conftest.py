@@ -73,6 +73,8 @@ class FakeRasa:
     # "slow": answers after `delay` seconds; "odd": a mix of malformed items.
     mode: str = "ok"
     delay: float = 0.0
+    # The address each request was sent to (its Host header), in order.
+    hosts: List[str] = field(default_factory=list)
 
     def replies(self, message: str) -> List[Dict[str, Any]]:
         """What Rasa would send back for message in the normal mode."""
@@ -102,6 +104,7 @@ async def fake_rasa():
     async def webhook(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         fake.requests.append(body)
+        fake.hosts.append(request.host)
         if fake.mode == "error":
             return web.Response(status=500, text="boom")
         if fake.mode == "garbage":

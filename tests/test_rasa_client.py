@@ -1,4 +1,4 @@
-"""Talking to one Rasa server or several: turns go round, a stopped server is skipped, nothing is sent twice."""
+"""Talking to one Rasa server or several: a conversation keeps to one, a stopped server is skipped, nothing is sent twice."""
 from __future__ import annotations
 
 import aiohttp
@@ -15,25 +15,36 @@ def test_rasa_url_may_list_several_servers():
     assert parse_rasa_urls(None, default="http://x:1") == ("http://x:1",)
 
 
-async def test_messages_go_to_the_servers_in_turn(fake_rasa):
-    """Two servers take the messages of one conversation alternately (here: the same fake twice)."""
-    client = RasaClient(parse_rasa_urls(f"{fake_rasa.url}, {fake_rasa.url}/"))
+async def test_each_conversation_keeps_to_one_server_and_conversations_spread_over_both(fake_rasa):
+    """Every message of a conversation goes to the same server (which keeps it in memory between turns);
+    different conversations are shared between the servers (here: the same fake under two addresses)."""
+    port = fake_rasa.url.rsplit(":", 1)[1]
+    servers = (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+    web, telegram = RasaClient(parse_rasa_urls(", ".join(servers))), RasaClient(servers)  # two processes
     async with aiohttp.ClientSession() as http:
-        first = await client.replies(http, "web-1", "hello")
-        second = await client.replies(http, "web-1", "what is co-production?")
-    assert first[0]["text"] == "You said: hello"
-    assert second[0]["text"] == "You said: what is co-production?"
-    assert [r["message"] for r in fake_rasa.requests] == ["hello", "what is co-production?"]
+        for number in range(20):
+            for client in (web, telegram, web):
+                answer = await client.replies(http, f"web-{number}", f"message {number}")
+                assert answer[0]["text"] == f"You said: message {number}"
+    hosts_by_conversation = {}
+    for request, host in zip(fake_rasa.requests, fake_rasa.hosts):
+        hosts_by_conversation.setdefault(request["sender"], set()).add(host)
+    assert all(len(hosts) == 1 for hosts in hosts_by_conversation.values())
+    per_server = [sum(hosts == {f"{name}:{port}"} for hosts in hosts_by_conversation.values())
+                  for name in ("127.0.0.1", "localhost")]
+    assert min(per_server) >= 5, per_server
 
 
 async def test_a_stopped_server_is_skipped_and_the_message_is_sent_once(fake_rasa):
     """With one server down (connection refused), every message still gets its answer, exactly once."""
     down = f"http://127.0.0.1:{free_port()}"
     client = RasaClient([down, fake_rasa.url])
+    senders = [f"web-{number}" for number in range(8)]
+    assert {client._order(sender)[0] for sender in senders} == {down, fake_rasa.url}  # some start with the stopped one
     async with aiohttp.ClientSession() as http:
-        answers = [await client.replies(http, "web-2", f"message {i}") for i in range(4)]
-    assert [a[0]["text"] for a in answers] == [f"You said: message {i}" for i in range(4)]
-    assert [r["message"] for r in fake_rasa.requests] == [f"message {i}" for i in range(4)]
+        answers = [await client.replies(http, sender, f"message {i}") for i in range(4) for sender in senders]
+    assert [a[0]["text"] for a in answers] == [f"You said: message {i}" for i in range(4) for _ in senders]
+    assert [r["message"] for r in fake_rasa.requests] == [f"message {i}" for i in range(4) for _ in senders]
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage", "slow"])
