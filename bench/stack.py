@@ -151,7 +151,7 @@ def running_stack(
                "--interface", "127.0.0.1", "--port", str(port)]
         for name, port in zip(rasa_names, rasa_ports)
     }
-    commands["actions"] = [str(VENV_BIN / "rasa"), "run", "actions", "--actions", "actions",
+    commands["actions"] = [str(VENV_BIN / "python"), "-m", "components.action_server", "--actions", "actions",
                            "--port", str(action_port)]
     database_url = f"sqlite:///{data_dir / 'app.db'}"
     # The web chat and delivery read Rasa's tracker store from the same endpoints file (my data, erasure).

@@ -251,3 +251,64 @@ def test_the_launchers_set_up_redacts_what_rasas_action_logger_writes():
     assert SECRET not in received[0] and WEB_ID not in received[0]
     assert f"Failed to execute custom action '{ACTION}'" in received[0]
     assert "500, Internal Server Error, body=[redacted]" in received[0]
+
+
+_FAILING_ACTION = '''
+from rasa_sdk import Action
+
+
+class ActionFail(Action):
+    """An action whose error quotes what the champion wrote."""
+
+    def name(self):
+        """Name of the action."""
+        return "action_fail"
+
+    async def run(self, dispatcher, tracker, domain):
+        """Fail, quoting the message."""
+        raise RuntimeError("could not handle " + tracker.latest_message["text"])
+'''
+
+
+def test_the_action_servers_log_keeps_a_failed_actions_error_type_but_not_the_champions_words(tmp_path):
+    """The action server as the Procfile starts it (components/action_server.py): an action that fails with
+    the message in its error is logged with the error's type and where it failed, never with the words."""
+    import os
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from bench.stack import free_port
+
+    (tmp_path / "failing_actions").mkdir()
+    (tmp_path / "failing_actions" / "__init__.py").write_text(_FAILING_ACTION)
+    port, root = free_port(), Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{tmp_path}", SANIC_HOST="127.0.0.1")
+    log = tmp_path / "actions.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "components.action_server", "--actions", "failing_actions",
+                                   "--port", str(port)], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        call = json.dumps({"next_action": "action_fail", "sender_id": "web-abc", "domain": {}, "tracker": {
+            "sender_id": "web-abc", "slots": {}, "events": [],
+            "latest_message": {"text": "marker-7f3a my private words"}}}).encode()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/webhook", data=call, headers={"Content-Type": "application/json"}))
+            except urllib.error.HTTPError as error:
+                assert error.code == 500
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    written = log.read_text()
+    assert "RuntimeError: " + REDACTED in written and "failing_actions/__init__.py" in written, written
+    assert "marker-7f3a" not in written and "private words" not in written
