@@ -43,8 +43,8 @@ def encode_action_calls_with_ujson() -> None:
 
     Each call sends the whole conversation session (about 120 KB after 30 messages); json.dumps took
     a tenth of the Rasa process's time under load (bench/RESULTS.md), ujson (already installed with
-    Sanic, which the action server decodes with) about a third of that. A value ujson can't encode
-    falls back to json.dumps, so nothing is sent differently from what Rasa would send.
+    Sanic, which the action server decodes with) about a third of that. The action server decodes
+    exactly the values json.dumps would have sent; a value ujson can't encode falls back to json.dumps.
     """
     import json
 

@@ -35,9 +35,9 @@ from typing import Any, Callable, Optional, Text
 
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore
-from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -178,4 +178,3 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     def _starts_a_session(tracker: DialogueStateTracker) -> bool:
         """True if the tracker holds a session start after its first events (the database has fewer)."""
         return any(isinstance(event, SessionStarted) for index, event in enumerate(tracker.events) if index > 1)
-

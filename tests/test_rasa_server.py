@@ -164,3 +164,46 @@ async def test_a_second_message_of_a_conversation_checks_the_lock_every_50_ms(mo
     await asyncio.gather(first, answer("second", 0))
     assert order == ["first starts", "first ends", "second starts", "second ends"]
     assert waits and set(waits) == {0.05}
+
+
+async def test_an_action_call_reaches_the_action_server_with_exactly_rasas_values(monkeypatch):
+    """With the ujson encoding, the action server decodes the very call Rasa builds: other scripts, emoji,
+    markup, quotes and a number too big for ujson (sent by json instead) included."""
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import UserUttered
+    from rasa.shared.core.trackers import DialogueStateTracker
+    from rasa.utils import endpoints
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.utils.endpoints import EndpointConfig
+
+    from components.rasa_server import encode_action_calls_with_ujson
+
+    monkeypatch.setattr(endpoints.EndpointConfig, "session", endpoints.EndpointConfig.session)
+    encode_action_calls_with_ujson()
+    received = []
+
+    async def webhook(request):
+        received.append(json.loads(await request.text()))
+        return web.json_response({"events": [], "responses": []})
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        domain = Domain.from_dict({"intents": ["greet"], "actions": ["action_echo"]})
+        tracker = DialogueStateTracker.from_events("web-é", [UserUttered(
+            'Ça va? 你好 🙂 </script><b>"x"</b> \\ / \u2028', {"name": "greet", "confidence": 0.5},
+            metadata={"big": 10**40, "nested": [1.5, None, True]})])
+        action = RemoteAction("action_echo", EndpointConfig(str(server.make_url("/webhook"))))
+        for _ in range(2):
+            await action.run(CollectingOutputChannel(), None, tracker, domain)
+            expected = json.loads(json.dumps(action._action_call_format(tracker, domain)))
+            assert received[-1] == expected
+        assert received[-1]["tracker"]["latest_message"]["metadata"]["big"] == 10**40
+    finally:
+        await server.close()
