@@ -45,6 +45,10 @@ class RasaClient:
             raise ValueError("at least one Rasa server address is needed")
         self.urls = tuple(urls)
 
+    def server_for(self, sender: str) -> str:
+        """The server that answers the conversation of sender while it is up."""
+        return self._order(sender)[0]
+
     def _order(self, sender: str) -> List[str]:
         """Every server once, starting with the conversation's own (a stable hash of its sender id)."""
         start = zlib.crc32(sender.encode("utf-8", "surrogatepass")) % len(self.urls)

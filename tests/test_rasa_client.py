@@ -40,7 +40,7 @@ async def test_a_stopped_server_is_skipped_and_the_message_is_sent_once(fake_ras
     down = f"http://127.0.0.1:{free_port()}"
     client = RasaClient([down, fake_rasa.url])
     senders = [f"web-{number}" for number in range(8)]
-    assert {client._order(sender)[0] for sender in senders} == {down, fake_rasa.url}  # some start with the stopped one
+    assert {client.server_for(sender) for sender in senders} == {down, fake_rasa.url}  # some start with the stopped one
     async with aiohttp.ClientSession() as http:
         answers = [await client.replies(http, sender, f"message {i}") for i in range(4) for sender in senders]
     assert [a[0]["text"] for a in answers] == [f"You said: message {i}" for i in range(4) for _ in senders]
