@@ -2,7 +2,8 @@
 process (running the Telegram bot by long polling) against the fake Bot API in its own process.
 
 The tests below are one story told in order (champion A starts, taps, asks; champion B starts and
-stops; the team broadcasts to everyone), sharing one stack that starts once for the module.
+stops; the team broadcasts to everyone; champion C then reflects on a session, stopping the team's
+messages half-way), sharing one stack that starts once for the module.
 """
 from __future__ import annotations
 
@@ -326,3 +327,55 @@ def test_each_telegram_chat_is_one_champion(live: Live) -> None:
     channels = re.findall(r"^\d+\s+(\S+)\s", listing, re.M)
     assert channels.count("telegram") == 2, listing
     assert "tg" not in channels, listing
+
+
+CHAMPION_C = 810003
+# A reflection after a session, typed as on a phone (the answers of tests/stories/test_reflections.yml).
+REFLECTION_ANSWERS = ("patient panel, Mon 23 Nov", "Ask for the papers a week ahead",
+                      "Read the papers before the next panel", "In a month", "That's all", "4",
+                      "Papers sent earlier", "Share with my name")
+
+
+def test_a_reflection_on_telegram_is_saved_and_team_messages_stop_half_way(live: Live) -> None:
+    """Champion C reflects on a session on Telegram. Half-way, "stop messages from the team" is done at once
+    and the same question comes again; the reflection, its pledge and the check-in are all saved."""
+    import sqlite3
+
+    question = _words(_response_text("champions.yml", "utter_ask_organisation"))
+    live.type(CHAMPION_C, "/start")
+    live.new_messages(CHAMPION_C, 0, lambda new: any(_words(m["plain"]) == question for m in new), "C's welcome")
+
+    def say(text: str) -> List[Dict[str, Any]]:
+        """C types text; the replies, once they stop coming."""
+        before = len(live.sent(CHAMPION_C))
+        live.type(CHAMPION_C, text)
+        return live.new_messages(CHAMPION_C, before, lambda new: bool(new), f"the reply to {text!r}", settle=2.0)
+
+    say("I want to reflect on today")
+    asked = say(REFLECTION_ANSWERS[0])  # the session's name; now the take-away is asked
+    stopped = say("stop messages from the team")
+    opted_out = _words(_response_text("champions.yml", "utter_opted_out"))
+    assert _words(stopped[0]["plain"]) == opted_out, stopped
+    assert _words(stopped[-1]["plain"]) == _words(asked[-1]["plain"]), "the same question again"
+    for answer in REFLECTION_ANSWERS[1:]:
+        last = say(answer)
+    for message in last:
+        _assert_telegram_html(message)
+
+    with sqlite3.connect(live.stack.data_dir / "app.db") as db:
+        champion_id, opted_out_at = db.execute(
+            "SELECT id, opted_out_at FROM champions WHERE channel = 'telegram' AND external_id = ?",
+            (str(CHAMPION_C),)).fetchone()
+        reflection = db.execute(
+            "SELECT session_label, takeaway, rating, improvement, sharing, completed_at FROM reflections"
+            " WHERE champion_id = ?", (champion_id,)).fetchall()
+        pledges = db.execute("SELECT id, text FROM pledges WHERE champion_id = ?", (champion_id,)).fetchall()
+        check_ins = db.execute("SELECT status FROM pledge_check_ins WHERE pledge_id = ?", (pledges[0][0],)).fetchall()
+    assert opted_out_at is not None
+    [(label, takeaway, rating, improvement, sharing, completed_at)] = reflection
+    assert "patient panel" in label.lower() and takeaway == "Ask for the papers a week ahead"
+    assert (rating, improvement, completed_at is not None) == (4, "Papers sent earlier", True)
+    assert sharing
+    assert [text for _, text in pledges] == ["Read the papers before the next panel"]
+    assert [status for (status,) in check_ins] == ["pending"]
+    assert live.bad_requests() == 0
