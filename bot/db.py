@@ -16,7 +16,7 @@ def _is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def sqlite_on_connect(dbapi_connection, _record) -> None:
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
     """Turn on foreign keys, write-ahead logging and a lock wait for every new SQLite connection."""
     cursor = dbapi_connection.cursor()
     try:
@@ -37,15 +37,15 @@ def make_engine(url: str, **kwargs) -> Engine:
     kwargs.setdefault("hide_parameters", True)
     if _is_sqlite(url):
         database = make_url(url).database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
         if database and database != ":memory:":
+            if not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
             # Keep connections open between uses, as SQLAlchemy 2.0 does for a file (1.4 opens a new
             # one, and sets its pragmas, for every session: a sixth of the action server's time).
             kwargs.setdefault("poolclass", QueuePool)
             kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_engine(url, future=True, **kwargs)
-        event.listen(engine, "connect", sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, future=True, **kwargs)

@@ -118,16 +118,17 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         """Store the new events as Rasa does, then keep the tracker for the conversation's next turn."""
         with self._kept_lock:
             kept = self._kept.pop(tracker.sender_id, None)
+        # A tracker that starts a new session is read back from the database next time, which holds
+        # only the new session.
+        keep = self.cache_size and not self._starts_a_session(tracker)
         if kept is None or kept.tracker is not tracker or self.event_broker is not None:
             await super().save(tracker)
-            last_event_id = self._last_event_id(tracker.sender_id) if self.cache_size else None
+            last_event_id = self._last_event_id(tracker.sender_id) if keep else None
         else:
             # The tracker this store handed out: its first kept.events events are the ones stored.
             last_event_id = self._insert_events(tracker, kept.events) or kept.last_event_id
-        if not self.cache_size or self._starts_a_session(tracker):
-            return  # read back from the database next time, which holds only the new session
-        if last_event_id is None:
-            return  # deleted as soon as saved (an erasure): nothing to keep
+        if not keep or last_event_id is None:
+            return  # nothing to keep (or deleted as soon as saved: an erasure)
         kept = _Kept(tracker, last_event_id, len(tracker.events), self._clock())
         with self._kept_lock:
             self._drop_unused()

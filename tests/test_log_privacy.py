@@ -280,7 +280,7 @@ def test_the_action_servers_log_keeps_a_failed_actions_error_type_but_not_the_ch
     import urllib.request
     from pathlib import Path
 
-    from bench.stack import free_port
+    from bench.stack import _wait_http, free_port
 
     (tmp_path / "failing_actions").mkdir()
     (tmp_path / "failing_actions" / "__init__.py").write_text(_FAILING_ACTION)
@@ -294,17 +294,11 @@ def test_the_action_servers_log_keeps_a_failed_actions_error_type_but_not_the_ch
         call = json.dumps({"next_action": "action_fail", "sender_id": "web-abc", "domain": {}, "tracker": {
             "sender_id": "web-abc", "slots": {}, "events": [],
             "latest_message": {"text": "marker-7f3a my private words"}}}).encode()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}/webhook", data=call, headers={"Content-Type": "application/json"}))
-            except urllib.error.HTTPError as error:
-                assert error.code == 500
-                break
-            except urllib.error.URLError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+        _wait_http(f"http://127.0.0.1:{port}/health", time.monotonic() + 60)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/webhook", data=call, headers={"Content-Type": "application/json"}))
+        assert refused.value.code == 500
         time.sleep(0.5)
     finally:
         server.terminate()

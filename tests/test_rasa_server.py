@@ -168,7 +168,7 @@ async def test_a_second_message_of_a_conversation_checks_the_lock_every_50_ms(mo
 
 async def test_an_action_call_reaches_the_action_server_with_exactly_rasas_values(monkeypatch):
     """With the ujson encoding, the action server decodes the very call Rasa builds: other scripts, emoji,
-    markup, quotes and a number too big for ujson (sent by json instead) included."""
+    markup, quotes, a line separator and a 40-digit number included."""
     import json
 
     from aiohttp import web
@@ -176,8 +176,8 @@ async def test_an_action_call_reaches_the_action_server_with_exactly_rasas_value
     from rasa.shared.core.domain import Domain
     from rasa.shared.core.events import UserUttered
     from rasa.shared.core.trackers import DialogueStateTracker
-    from rasa.utils import endpoints
     from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.utils import endpoints
     from rasa.utils.endpoints import EndpointConfig
 
     from components.rasa_server import encode_action_calls_with_ujson
